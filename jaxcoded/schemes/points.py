@@ -1,0 +1,67 @@
+"""Evaluation points for polynomial and rational codes.
+
+Data points a_k (one per query) and worker points b_n (one per worker) must be
+distinct from each other and among themselves. Defaults follow BACC and
+DESIGN.md section 2: Chebyshev points of the first kind for the data and of the
+second kind for the workers, both on [-1, 1], which keep interpolation
+well-conditioned as N grows (equally spaced points do not).
+"""
+
+from __future__ import annotations
+
+import jax
+import numpy as np
+from jax.typing import ArrayLike, DTypeLike
+
+from jaxcoded import interp
+
+
+def check_points(data_points: ArrayLike, worker_points: ArrayLike, what: str) -> None:
+  """Raises ValueError unless both point sets are finite, 1-D and all distinct."""
+  a = np.asarray(data_points, dtype=np.float64)
+  b = np.asarray(worker_points, dtype=np.float64)
+  for name, p in (("data points", a), ("worker points", b)):
+    if p.ndim != 1 or p.size < 1:
+      raise ValueError(f"{what}: {name} must be a non-empty 1-D array, got shape {p.shape}.")
+    if not np.all(np.isfinite(p)):
+      raise ValueError(f"{what}: {name} must be finite.")
+    if np.unique(p).size != p.size:
+      raise ValueError(f"{what}: {name} must be distinct, got {p}.")
+  common = np.intersect1d(a, b)
+  if common.size:
+    raise ValueError(
+        f"{what}: data points and worker points must differ, but both contain {common}. "
+        "Pass other worker_points (e.g. interp.chebyshev_points(N, kind=1) scaled by 0.99)."
+    )
+
+
+def chebyshev_fourth_kind(n: int, dtype: DTypeLike | None = None) -> jax.Array:
+  """Points cos(2 j pi / (2n + 1)), j = 1..n, in increasing order.
+
+  They never coincide with first-kind Chebyshev points of any size (that would
+  need 4 j K = (2 k + 1)(2 n + 1), even = odd), which makes them the fallback
+  for worker points.
+  """
+  j = np.arange(1, n + 1, dtype=np.float64)
+  x = np.sort(np.cos(2 * j * np.pi / (2 * n + 1)))
+  dtype = dtype if dtype is not None else jax.numpy.zeros(()).dtype
+  return jax.numpy.asarray(x, dtype=dtype)
+
+
+def default_points(
+    num_queries: int, num_workers: int, dtype: DTypeLike | None = None
+) -> tuple[jax.Array, jax.Array]:
+  """Chebyshev data points (first kind, K) and worker points (N), all distinct.
+
+  Workers get second-kind points (as in BACC) unless one of them equals a data
+  point (both sets contain 0 when K and N are odd); then they get fourth-kind
+  points, which never meet first-kind ones.
+
+  Returns:
+    (data_points (K,), worker_points (N,)).
+  """
+  data = interp.chebyshev_points(num_queries, kind=1, dtype=dtype)
+  workers = interp.chebyshev_points(num_workers, kind=2, dtype=dtype)
+  if np.intersect1d(np.asarray(data), np.asarray(workers)).size:
+    workers = chebyshev_fourth_kind(num_workers, dtype=dtype)
+  return data, workers
