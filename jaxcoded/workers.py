@@ -1,0 +1,222 @@
+"""Running one worker's computation over the worker axis (DESIGN.md section 5).
+
+A worker's computation is written for ONE coded input, ``worker_fn(params, x)``,
+and mapped over a leading worker axis of length N:
+
+  on one device     ``jax.vmap`` over the N workers;
+  on a device mesh  ``jax.shard_map`` over the mesh axis ``"workers"``, each
+                    device ``vmap``-ing over its N / devices local workers.
+
+The straggler mask is a boolean array of shape (N,). Rows of stragglers are
+replaced by zeros with ``jnp.where`` (never by multiplying with the mask: a
+straggler's NaN or inf times zero is still NaN), so a straggler's output can
+never reach a decoded result. By default the stragglers' *inputs* are zeroed
+too before ``worker_fn`` runs (the double-``where`` pattern): a NaN-poisoned
+straggler input then cannot turn gradients into NaN either.
+
+Gradients of a loss computed outside ``run_workers`` are the same on both
+paths: the replicated parameters enter ``shard_map`` with ``in_specs=P()``, and
+the transpose of that replication sums the per-device cotangents, which is
+exactly the sum over workers that ``vmap`` gives. (``jax.lax.pcast`` is only
+needed when ``jax.grad`` is taken *inside* the mapped function.)
+
+Example:
+  >>> import jax.numpy as jnp
+  >>> from jaxcoded import workers
+  >>> x = jnp.arange(8.0).reshape(4, 2)
+  >>> mask = jnp.array([True, False, True, True])
+  >>> workers.run_workers(lambda w, x: w * x.sum(), 2.0, x, mask)
+  Array([ 2.,  0., 18., 26.], dtype=float32)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+import functools
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax.sharding import AxisType, Mesh, NamedSharding, PartitionSpec as P
+from jax.typing import ArrayLike
+
+__all__ = [
+    "make_worker_mesh",
+    "mask_outputs",
+    "run_workers",
+]
+
+PyTree = Any
+
+
+def make_worker_mesh(
+    num_devices: int | None = None,
+    axis_name: str = "workers",
+    *,
+    devices: list[jax.Device] | None = None,
+) -> Mesh:
+  """A 1-D mesh over the first ``num_devices`` devices, ready for ``run_workers``.
+
+  The axis is of type ``Auto``, so plain (unsharded) arrays can be passed to
+  ``run_workers`` directly. (``jax.make_mesh`` builds ``Explicit`` axes;
+  ``run_workers`` accepts those too, by placing its inputs on the mesh first.)
+
+  Args:
+    num_devices: how many devices to use; default all of ``devices``.
+    axis_name: name of the worker axis.
+    devices: the devices to draw from; default ``jax.devices()``.
+
+  Returns:
+    A ``jax.sharding.Mesh`` of shape (num_devices,) with axis ``axis_name``.
+  """
+  devices = list(jax.devices() if devices is None else devices)
+  if num_devices is None:
+    num_devices = len(devices)
+  if not isinstance(num_devices, (int, np.integer)) or not 1 <= num_devices <= len(devices):
+    raise ValueError(
+        f"make_worker_mesh: num_devices must be an integer in [1, {len(devices)}] "
+        f"(the devices available), got {num_devices!r}."
+    )
+  return Mesh(np.array(devices[:num_devices]), (axis_name,), axis_types=(AxisType.Auto,))
+
+
+def mask_outputs(outputs: PyTree, mask: ArrayLike) -> PyTree:
+  """Replaces the rows of stragglers by zeros, leaf by leaf.
+
+  Uses ``jnp.where``, so NaN or inf in a straggler's row does not survive
+  (``0 * nan`` would), and the gradient with respect to those rows is zero.
+
+  Args:
+    outputs: an array of shape (N, ...), or a pytree of such arrays.
+    mask: boolean array of shape (N,), True where the worker returned.
+
+  Returns:
+    The same structure as ``outputs``, straggler rows set to zero.
+  """
+  mask = jnp.asarray(mask)
+
+  def zero_rows(leaf):
+    leaf = jnp.asarray(leaf)
+    if leaf.ndim < 1 or leaf.shape[0] != mask.shape[0]:
+      raise ValueError(
+          f"mask_outputs: each leaf needs a leading axis of length {mask.shape[0]} "
+          f"(one row per worker), got shape {leaf.shape}."
+      )
+    row_mask = mask.reshape(mask.shape + (1,) * (leaf.ndim - 1))
+    return jnp.where(row_mask, leaf, jnp.zeros((), leaf.dtype))
+
+  return jax.tree.map(zero_rows, outputs)
+
+
+def _num_workers(coded_inputs: PyTree) -> int:
+  leaves = jax.tree.leaves(coded_inputs)
+  if not leaves:
+    raise ValueError("run_workers: coded_inputs has no arrays.")
+  sizes = {np.shape(leaf)[0] if np.ndim(leaf) else None for leaf in leaves}
+  if None in sizes or len(sizes) != 1:
+    shapes = [np.shape(leaf) for leaf in leaves]
+    raise ValueError(
+        "run_workers: every coded input needs the same leading (worker) axis length N, "
+        f"got shapes {shapes}."
+    )
+  return sizes.pop()
+
+
+def _check_mask(mask: ArrayLike, num_workers: int) -> jax.Array:
+  mask = jnp.asarray(mask)
+  if mask.shape != (num_workers,):
+    raise ValueError(
+        f"run_workers: mask must have shape ({num_workers},), one boolean per worker, "
+        f"got shape {mask.shape}."
+    )
+  if mask.dtype != jnp.bool_:
+    raise ValueError(f"run_workers: mask must be boolean, got dtype {mask.dtype}.")
+  return mask
+
+
+def _run_local(
+    worker_fn: Callable[[PyTree, PyTree], PyTree],
+    params: PyTree,
+    coded_inputs: PyTree,
+    mask: jax.Array,
+    *,
+    zero_straggler_inputs: bool,
+) -> PyTree:
+  if zero_straggler_inputs:
+    coded_inputs = mask_outputs(coded_inputs, mask)
+  outputs = jax.vmap(worker_fn, in_axes=(None, 0))(params, coded_inputs)
+  return mask_outputs(outputs, mask)
+
+
+def _place_on_mesh(tree: PyTree, mesh: Mesh, spec: P) -> PyTree:
+  sharding = NamedSharding(mesh, spec)
+  return jax.tree.map(lambda leaf: jax.device_put(leaf, sharding), tree)
+
+
+def run_workers(
+    worker_fn: Callable[[PyTree, PyTree], PyTree],
+    params: PyTree,
+    coded_inputs: PyTree,
+    mask: ArrayLike,
+    *,
+    mesh: Mesh | None = None,
+    axis_name: str = "workers",
+    zero_straggler_inputs: bool = True,
+) -> PyTree:
+  """Runs ``worker_fn`` for every worker and zeroes the stragglers' outputs.
+
+  ``outputs[n] = worker_fn(params, coded_inputs[n]) if mask[n] else 0``.
+
+  Jittable (the mask is an array, so one compiled function serves every
+  straggler pattern) and differentiable with respect to ``params`` and
+  ``coded_inputs``; straggler rows get zero gradient.
+
+  Args:
+    worker_fn: ``worker_fn(params, x) -> y``, one worker's output from one coded
+      input ``x`` (of shape ``coded_inputs.shape[1:]``).
+    params: any pytree (or None), the same for every worker (replicated).
+    coded_inputs: array of shape (N, ...), or a pytree of arrays that share
+      the leading axis N.
+    mask: boolean array of shape (N,), True where the worker returned in time.
+    mesh: None to ``vmap`` on the default device; or a ``jax.sharding.Mesh``
+      with an axis ``axis_name`` whose size divides N, to ``shard_map`` the
+      workers over it (``make_worker_mesh`` builds one).
+    axis_name: the mesh axis that holds the workers.
+    zero_straggler_inputs: also zero the stragglers' inputs before running
+      ``worker_fn``, so that non-finite straggler inputs cannot make gradients
+      NaN. Outputs are the same either way.
+
+  Returns:
+    The outputs, shape (N, ...) (or a pytree of such), straggler rows zero.
+  """
+  num_workers = _num_workers(coded_inputs)
+  mask = _check_mask(mask, num_workers)
+  run = functools.partial(_run_local, worker_fn, zero_straggler_inputs=zero_straggler_inputs)
+  if mesh is None:
+    return run(params, coded_inputs, mask)
+
+  if axis_name not in mesh.axis_names:
+    raise ValueError(
+        f"run_workers: the mesh has no axis {axis_name!r}; its axes are {mesh.axis_names}."
+    )
+  num_devices = mesh.shape[axis_name]
+  if num_workers % num_devices:
+    raise ValueError(
+        f"run_workers: N = {num_workers} workers cannot be split evenly over the "
+        f"{num_devices} devices of mesh axis {axis_name!r}; N must be a multiple of "
+        f"{num_devices} (pad the workers or use a mesh with fewer devices)."
+    )
+  worker_spec = P(axis_name)
+  if any(axis_type == AxisType.Explicit for axis_type in mesh.axis_types):
+    # Explicit axes require the inputs' shardings to match in_specs already.
+    params = _place_on_mesh(params, mesh, P())
+    coded_inputs = _place_on_mesh(coded_inputs, mesh, worker_spec)
+    mask = _place_on_mesh(mask, mesh, worker_spec)
+  sharded_run = jax.shard_map(
+      run,
+      mesh=mesh,
+      in_specs=(P(), worker_spec, worker_spec),
+      out_specs=worker_spec,
+  )
+  return sharded_run(params, coded_inputs, mask)
