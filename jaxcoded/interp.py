@@ -161,11 +161,15 @@ def _barycentric_rows(
 
   A target that coincides with an available node gets the unit row of that
   node. The double-``where`` keeps gradients finite there: the division never
-  sees a zero, even in the branch that is discarded.
+  sees a zero, even in the branch that is discarded. (At such a target the
+  gradient with respect to the target is that of the constant unit row, zero,
+  not the derivative of the basis function.)
   """
   diff = targets[:, None] - nodes[None, :]  # (T, N)
   hit = (diff == 0) & mask[None, :]
-  safe_diff = jnp.where(hit, 1.0, diff)
+  # Every zero is replaced, also at unavailable nodes: their discarded w / 0
+  # would otherwise turn reverse-mode gradients into 0 * inf = NaN.
+  safe_diff = jnp.where(diff == 0, 1.0, diff)
   terms = jnp.where(mask[None, :], weights[None, :] / safe_diff, 0.0)
   rows = terms / jnp.sum(terms, axis=1, keepdims=True)
   any_hit = jnp.any(hit, axis=1, keepdims=True)
