@@ -1,0 +1,36 @@
+r"""Trains a base classifier from a config file.
+
+  python train/train.py --config configs/digits.py --workdir /tmp/digits
+  python train/train.py --config configs/digits.py:smoke --workdir /tmp/smoke \
+      --config.num_steps=8
+
+Fields of the config can be overridden with ``--config.<field>=<value>``. A
+run in a workdir that already holds checkpoints resumes from the latest one.
+See docs/training.md.
+"""
+
+from __future__ import annotations
+
+from absl import app, flags, logging
+from ml_collections import config_flags
+
+from jaxcoded import training
+
+_CONFIG = config_flags.DEFINE_config_file("config", None, "Training config file.", lock_config=True)
+_WORKDIR = flags.DEFINE_string("workdir", None, "Directory for checkpoints and metrics.")
+flags.mark_flags_as_required(["config", "workdir"])
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f"Unexpected arguments: {' '.join(argv[1:])}")
+  result = training.train_and_evaluate(_CONFIG.value, _WORKDIR.value)
+  logging.info("Final metrics: %s", result.final_metrics)
+  if result.completed:
+    print(f"step {result.step}: " + ", ".join(
+        f"{k}={v:.4f}" for k, v in result.final_metrics.items() if k.startswith("test_")
+    ))
+
+
+if __name__ == "__main__":
+  app.run(main)
