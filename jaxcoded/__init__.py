@@ -1,5 +1,11 @@
-"""jaxcoded: coded distributed inference in JAX."""
+"""jaxcoded: coded distributed inference in JAX.
 
-from jaxcoded import interp
+The coding core is imported here; the heavier parts (``data``, ``models``,
+``training``, ``evaluation``) are submodules imported on use, e.g.
+``from jaxcoded import training``.
+"""
 
+from jaxcoded import interp, schemes, stragglers, workers
+
+__all__ = ["interp", "schemes", "stragglers", "workers"]
 __version__ = "0.1.0"
