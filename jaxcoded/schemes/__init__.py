@@ -2,6 +2,19 @@
 
 from jaxcoded.schemes.base import Decoded, Scheme, SchemeSizes
 from jaxcoded.schemes.berrut import BerrutCode
+from jaxcoded.schemes.berrut_byzantine import ByzantineBerrutCode
 from jaxcoded.schemes.lcc import LagrangeCode
+from jaxcoded.schemes.replication import Replication
+from jaxcoded.schemes.uncoded import Uncoded, majority_class_logits
 
-__all__ = ["BerrutCode", "Decoded", "LagrangeCode", "Scheme", "SchemeSizes"]
+__all__ = [
+    "BerrutCode",
+    "ByzantineBerrutCode",
+    "Decoded",
+    "LagrangeCode",
+    "Replication",
+    "Scheme",
+    "SchemeSizes",
+    "Uncoded",
+    "majority_class_logits",
+]

@@ -1,0 +1,148 @@
+"""Uncoded serving (DESIGN.md section 4.1): the baseline without redundancy.
+
+Each of the N = K workers answers one query (worker n serves query n). A
+straggler's query goes unanswered: nothing else carries its information. Every
+one of the K outputs is needed to answer the whole group, so R = K = N and no
+straggler is tolerated (S = 0); with stragglers the scheme still answers the
+queries whose workers returned, which gives an accuracy of about
+base * (1 - S / K).
+
+Unanswered queries are treated in one of two ways, chosen at ``create``:
+
+- no fallback (default): their values are zeros and ``answered`` is False,
+  so an evaluation counts them wrong;
+- a fallback vector (e.g. ``majority_class_logits``: one-hot logits on the
+  prior's majority class): their values are that vector. ``answered`` stays
+  False (the workers did not answer them); an evaluation that credits the
+  fallback scores ``values`` for every query when ``scheme.has_fallback``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax.typing import ArrayLike, DTypeLike
+
+from jaxcoded.schemes import base
+
+__all__ = ["Uncoded", "majority_class_logits"]
+
+
+def majority_class_logits(
+    labels: ArrayLike, num_classes: int, dtype: DTypeLike | None = None
+) -> jax.Array:
+  """One-hot logits on the most frequent label: a fallback whose argmax is the prior's mode.
+
+  Ties go to the smallest class index.
+
+  Args:
+    labels: integer labels of any shape (e.g. the training labels), values in
+      [0, num_classes).
+    num_classes: C >= 1.
+    dtype: floating dtype of the result (default: JAX's default float).
+
+  Returns:
+    (C,) array, 1 at the majority class and 0 elsewhere.
+  """
+  if not isinstance(num_classes, (int, np.integer)) or num_classes < 1:
+    raise ValueError(f"majority_class_logits: num_classes must be an integer >= 1, got {num_classes!r}.")
+  labels = np.asarray(labels).reshape(-1)
+  if labels.size == 0 or not np.issubdtype(labels.dtype, np.integer):
+    raise ValueError("majority_class_logits: needs a non-empty array of integer labels.")
+  if labels.min() < 0 or labels.max() >= num_classes:
+    raise ValueError(
+        f"majority_class_logits: labels must lie in [0, {num_classes}), "
+        f"got range [{labels.min()}, {labels.max()}]."
+    )
+  majority = int(np.argmax(np.bincount(labels, minlength=num_classes)))
+  dtype = dtype if dtype is not None else jnp.zeros(()).dtype
+  return jax.nn.one_hot(majority, num_classes, dtype=dtype)
+
+
+@jax.tree_util.register_dataclass
+@dataclasses.dataclass(frozen=True)
+class Uncoded(base.Scheme):
+  """N = K workers, one query each; stragglers' queries unanswered.
+
+  Attributes:
+    fallback: None, or the value (shape of one worker output, e.g. (C,)
+      logits) given to unanswered queries.
+    group_size: K (static).
+  """
+
+  fallback: jax.Array | None
+  group_size: int = dataclasses.field(metadata=dict(static=True))
+
+  @staticmethod
+  def sizes_for(num_queries: int, num_stragglers: int = 0) -> base.SchemeSizes:
+    """N = R = K; the scheme tolerates no straggler (S must be 0)."""
+    base.check_group_sizes(num_queries, num_stragglers)
+    if num_stragglers:
+      raise ValueError(
+          f"Uncoded has N = K workers and tolerates no straggler, got S = {num_stragglers} "
+          f"(a straggler's query goes unanswered); use Replication with r = S + 1 = "
+          f"{num_stragglers + 1} copies to tolerate S stragglers."
+      )
+    return base.SchemeSizes(num_queries, num_queries, num_queries)
+
+  @classmethod
+  def create(cls, num_queries: int, *, fallback: ArrayLike | None = None) -> "Uncoded":
+    """Uncoded serving of K queries.
+
+    Args:
+      num_queries: K >= 1 (also N).
+      fallback: optional value for unanswered queries, with the shape of one
+        worker output (e.g. ``majority_class_logits(train_labels, C)``).
+    """
+    cls.sizes_for(num_queries)
+    if fallback is not None:
+      fallback = jnp.asarray(fallback)
+      if not jnp.issubdtype(fallback.dtype, jnp.inexact):
+        raise ValueError(f"Uncoded: the fallback must be a float array (e.g. logits), got {fallback.dtype}.")
+      if not bool(jnp.all(jnp.isfinite(fallback))):
+        raise ValueError("Uncoded: the fallback must be finite.")
+    return cls(fallback=fallback, group_size=num_queries)
+
+  @property
+  def sizes(self) -> base.SchemeSizes:
+    return base.SchemeSizes(self.group_size, self.group_size, self.group_size)
+
+  @property
+  def has_fallback(self) -> bool:
+    """True when unanswered queries get the fallback value instead of zeros."""
+    return self.fallback is not None
+
+  def encode(self, queries: ArrayLike) -> jax.Array:
+    """(K, ...) queries -> the same (N = K, ...) array: worker n gets query n."""
+    self.check_queries(queries)
+    return jnp.asarray(queries)
+
+  def decode(self, outputs: ArrayLike, mask: ArrayLike) -> base.Decoded:
+    """Worker n's output answers query n if worker n returned.
+
+    Args:
+      outputs: (N, ...) worker outputs; rows of stragglers are never read.
+      mask: (N,) bool, True where the worker returned.
+
+    Returns:
+      Decoded values (K, ...): the outputs of returned workers, the fallback
+      (or zeros) elsewhere; ``answered`` equals ``mask``.
+    """
+    self.check_mask(mask)
+    outputs, mask = jnp.asarray(outputs), jnp.asarray(mask)
+    if outputs.shape[:1] != (self.num_workers,):
+      raise ValueError(f"Uncoded: outputs have shape {outputs.shape}, expected ({self.num_workers}, ...).")
+    if self.fallback is None:
+      missing = jnp.zeros((), outputs.dtype)
+    else:
+      if self.fallback.shape != outputs.shape[1:]:
+        raise ValueError(
+            f"Uncoded: the fallback has shape {self.fallback.shape}, but one worker output "
+            f"has shape {outputs.shape[1:]}."
+        )
+      missing = self.fallback.astype(outputs.dtype)
+    row_mask = mask.reshape(mask.shape + (1,) * (outputs.ndim - 1))
+    return base.Decoded(jnp.where(row_mask, outputs, missing), mask)
