@@ -5,10 +5,11 @@ r"""The main job on the embedded default: train a base classifier, then serve it
 1. Trains the base classifier f of ``--config`` (default: the MLP on
    scikit-learn's 8x8 digits, seconds on a CPU) into ``WORKDIR/base``; a
    finished run there is reused, an interrupted one resumed.
-2. Serves the digits test set in groups of K queries with each coding scheme
-   and evaluates every pattern of S stragglers (or a random sample of them),
-   with the workers running f: accuracy against the labels, agreement with
-   f's own predictions, and the fraction of queries answered.
+2. Serves the test set in groups of K queries with each scheme (uncoded,
+   replication, LCC, Berrut), each sized to tolerate S stragglers where it
+   can, and evaluates every pattern of S stragglers among its N workers (or a
+   random sample of them), with the workers running f: accuracy against the
+   labels, agreement with f's own predictions.
 3. Prints a Markdown table and writes it with the raw numbers to
    ``WORKDIR/results.md`` and ``WORKDIR/results.json``.
 """
@@ -38,12 +39,21 @@ _MAX_MASKS = flags.DEFINE_integer("max_masks", 64, "Masks per (scheme, S) at mos
 _SEED = flags.DEFINE_integer("seed", 0, "Seed of the mask sampler.")
 
 
-def build_schemes(num_queries: int, num_stragglers: int) -> dict[str, schemes.Scheme]:
-  """The schemes compared, each sized to tolerate S stragglers."""
-  return {
-      "LCC (d=1)": schemes.LagrangeCode.create(num_queries, num_stragglers, degree=1),
-      "Berrut": schemes.BerrutCode.create(num_queries, num_stragglers),
+def build_schemes(
+    num_queries: int, num_stragglers: int, train_labels: np.ndarray, num_classes: int
+) -> dict[str, schemes.Scheme]:
+  """The schemes compared at S stragglers (coded ones sized to tolerate S)."""
+  compared = {
+      "uncoded": schemes.Uncoded.create(num_queries),
+      "uncoded + majority fallback": schemes.Uncoded.create(
+          num_queries, fallback=schemes.majority_class_logits(train_labels, num_classes)
+      ),
   }
+  if num_stragglers:
+    compared["replication"] = schemes.Replication.create(num_queries, num_stragglers)
+  compared["LCC (d=1)"] = schemes.LagrangeCode.create(num_queries, num_stragglers, degree=1)
+  compared["Berrut"] = schemes.BerrutCode.create(num_queries, num_stragglers)
+  return compared
 
 
 def main(argv):
@@ -55,6 +65,7 @@ def main(argv):
   training.train_and_evaluate(config, workdir / "base")
   model, config = training.load_model(workdir / "base")
   test = data.load(config.dataset, "test", seed=None)
+  train_labels = data.load(config.dataset, "train", seed=None).labels
   graphdef, params = nnx.split(model)
 
   def classify(params, x):
@@ -71,23 +82,24 @@ def main(argv):
   rows, records = [], []
   key = jax.random.key(_SEED.value)
   for s in range(_MAX_STRAGGLERS.value + 1):
-    for name, scheme in build_schemes(k, s).items():
+    for name, scheme in build_schemes(k, s, train_labels, test.num_classes).items():
       masks = evaluation.straggler_masks(
           jax.random.fold_in(key, s), scheme.num_workers, s, _MAX_MASKS.value
       )
       metrics = evaluation.evaluate_masks(scheme, classify, params, test.images, test.labels, masks)
       record = dict(
           scheme=name, K=k, S=s, N=scheme.num_workers, R=scheme.recovery_threshold,
-          num_masks=len(masks),
+          redundancy=scheme.num_workers / k, num_masks=len(masks),
           accuracy_mean=float(metrics.accuracy.mean()), accuracy_std=float(metrics.accuracy.std()),
           agreement_mean=float(metrics.agreement.mean()), answered_mean=float(metrics.answered.mean()),
       )
       records.append(record)
       rows.append([name, s, scheme.num_workers, scheme.recovery_threshold,
+                   f"{scheme.num_workers / k:.2f}",
                    f"{record['accuracy_mean']:.3f} ± {record['accuracy_std']:.3f}",
                    record["agreement_mean"], len(masks)])
   table = evaluation.markdown_table(
-      ["scheme", "S", "N", "R", "accuracy (mean ± std over masks)", "agreement with f", "masks"], rows
+      ["scheme", "S", "N", "R", "N/K", "accuracy (mean ± std over masks)", "agreement with f", "masks"], rows
   )
   print(f"\nBase classifier alone (no stragglers): accuracy {base_accuracy:.3f}\n")
   print(table)

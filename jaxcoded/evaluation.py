@@ -24,7 +24,8 @@ class MaskedAccuracy(NamedTuple):
   """Per-mask metrics of one scheme, shape (M,) each (M masks).
 
   Attributes:
-    accuracy: top-1 accuracy against the labels; unanswered queries count wrong.
+    accuracy: top-1 accuracy against the labels; unanswered queries count
+      wrong, unless the scheme has a fallback answer (``has_fallback``).
     agreement: fraction of queries whose decoded argmax equals the base
       classifier's argmax on the raw query.
     answered: fraction of queries answered.
@@ -84,6 +85,7 @@ def evaluate_masks(
 
 def _evaluate(scheme, worker_fn, params, groups, group_labels, masks):
   all_returned = jnp.ones((scheme.num_workers,), bool)
+  credit_fallback = bool(getattr(scheme, "has_fallback", False))
 
   @jax.jit
   def run(params, groups, group_labels, masks):
@@ -97,8 +99,11 @@ def _evaluate(scheme, worker_fn, params, groups, group_labels, masks):
     def one_mask(mask):
       decoded = jax.vmap(lambda out: scheme.decode(workers.mask_outputs(out, mask), mask))(outputs)
       predictions = jnp.argmax(decoded.values, axis=-1)
-      correct = decoded.answered & (predictions == group_labels)
-      agree = decoded.answered & (predictions == base_predictions)
+      # A scheme with a fallback answer (uncoded's majority class) is scored
+      # on its values everywhere; otherwise an unanswered query is wrong.
+      scored = True if credit_fallback else decoded.answered
+      correct = scored & (predictions == group_labels)
+      agree = scored & (predictions == base_predictions)
       return jnp.mean(correct), jnp.mean(agree), jnp.mean(decoded.answered)
 
     return jax.lax.map(one_mask, masks, batch_size=16)  # vmap in chunks: bounded memory
