@@ -88,7 +88,7 @@ def test_bad_settings_raise():
     schemes.BerrutCode.create(0, 1)
   with pytest.raises(ValueError, match="S"):
     schemes.BerrutCode.create(2, -1)
-  with pytest.raises(ValueError, match="N >= K"):
+  with pytest.raises(ValueError, match="recovery threshold R = K"):
     schemes.BerrutCode.create(3, 0, worker_points=[0.1, 0.2])
   with pytest.raises(ValueError, match="distinct"):
     schemes.BerrutCode.create(2, 1, worker_points=[0.1, 0.1, 0.3])

@@ -61,16 +61,7 @@ class BerrutCode(base.Scheme):
       dtype: floating dtype of the points.
     """
     sizes = cls.sizes_for(num_queries, num_stragglers)
-    default_data, default_workers = points.default_points(
-        num_queries, sizes.num_workers, dtype=dtype
-    )
-    a = default_data if data_points is None else jnp.asarray(data_points, dtype=dtype)
-    b = default_workers if worker_points is None else jnp.asarray(worker_points, dtype=dtype)
-    points.check_points(a, b, "BerrutCode")
-    if a.shape[0] != num_queries:
-      raise ValueError(f"BerrutCode: {a.shape[0]} data points given for K = {num_queries}.")
-    if b.shape[0] < num_queries:
-      raise ValueError(f"BerrutCode: needs N >= K workers, got N = {b.shape[0]} < K = {num_queries}.")
+    a, b = points.resolve_points(sizes, data_points, worker_points, dtype, "BerrutCode", "R = K")
     return cls(data_points=a, worker_points=b)
 
   @property

@@ -117,19 +117,10 @@ class ByzantineBerrutCode(base.Scheme):
     sizes = cls.sizes_for(num_queries, num_stragglers, num_adversaries)
     if search not in SEARCHES:
       raise ValueError(f"ByzantineBerrutCode: search must be one of {SEARCHES}, got {search!r}.")
-    default_data, default_workers = points.default_points(
-        num_queries, sizes.num_workers, dtype=dtype
+    a, b = points.resolve_points(
+        sizes, data_points, worker_points, dtype, "ByzantineBerrutCode",
+        f"R = 2K + 2E - 1 (K = {num_queries}, E = {num_adversaries})",
     )
-    a = default_data if data_points is None else jnp.asarray(data_points, dtype=dtype)
-    b = default_workers if worker_points is None else jnp.asarray(worker_points, dtype=dtype)
-    points.check_points(a, b, "ByzantineBerrutCode")
-    if a.shape[0] != num_queries:
-      raise ValueError(f"ByzantineBerrutCode: {a.shape[0]} data points given for K = {num_queries}.")
-    if b.shape[0] < sizes.recovery_threshold:
-      raise ValueError(
-          f"ByzantineBerrutCode: {b.shape[0]} workers cannot reach the recovery threshold "
-          f"R = 2K + 2E - 1 = {sizes.recovery_threshold} for K = {num_queries}, E = {num_adversaries}."
-      )
     candidates = math.comb(b.shape[0], num_adversaries)
     if search == "exhaustive" and candidates > MAX_CANDIDATES:
       raise ValueError(

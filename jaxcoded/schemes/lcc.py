@@ -68,19 +68,9 @@ class LagrangeCode(base.Scheme):
       dtype: floating dtype of the points.
     """
     sizes = cls.sizes_for(num_queries, num_stragglers, degree)
-    default_data, default_workers = points.default_points(
-        num_queries, sizes.num_workers, dtype=dtype
+    a, b = points.resolve_points(
+        sizes, data_points, worker_points, dtype, "LagrangeCode", "R = (K - 1) d + 1"
     )
-    a = default_data if data_points is None else jnp.asarray(data_points, dtype=dtype)
-    b = default_workers if worker_points is None else jnp.asarray(worker_points, dtype=dtype)
-    points.check_points(a, b, "LagrangeCode")
-    if a.shape[0] != num_queries:
-      raise ValueError(f"LagrangeCode: {a.shape[0]} data points given for K = {num_queries}.")
-    if b.shape[0] < sizes.recovery_threshold:
-      raise ValueError(
-          f"LagrangeCode: {b.shape[0]} workers cannot reach the recovery threshold "
-          f"R = (K - 1) d + 1 = {sizes.recovery_threshold}."
-      )
     return cls(data_points=a, worker_points=b, degree=degree)
 
   @property

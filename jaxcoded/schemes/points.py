@@ -14,6 +14,7 @@ import numpy as np
 from jax.typing import ArrayLike, DTypeLike
 
 from jaxcoded import interp
+from jaxcoded.schemes import base
 
 
 def check_points(data_points: ArrayLike, worker_points: ArrayLike, what: str) -> None:
@@ -65,3 +66,42 @@ def default_points(
   if np.intersect1d(np.asarray(data), np.asarray(workers)).size:
     workers = chebyshev_fourth_kind(num_workers, dtype=dtype)
   return data, workers
+
+
+def resolve_points(
+    sizes: base.SchemeSizes,
+    data_points: ArrayLike | None,
+    worker_points: ArrayLike | None,
+    dtype: DTypeLike | None,
+    what: str,
+    threshold_formula: str = "R",
+) -> tuple[jax.Array, jax.Array]:
+  """The points a scheme's ``create`` uses: defaults, or the given ones, checked.
+
+  Args:
+    sizes: the scheme's K, N and R; N sizes the default worker points.
+    data_points: optional (K,) a_k.
+    worker_points: optional (N',) b_n; N' >= R workers (N' sets N).
+    dtype: floating dtype of the points.
+    what: the scheme's name, for error messages.
+    threshold_formula: how R is computed, for the error message.
+
+  Returns:
+    (data_points (K,), worker_points (N,)).
+
+  Raises:
+    ValueError: wrong number of data points, too few workers, or points that
+      are not distinct.
+  """
+  default_data, default_workers = default_points(sizes.num_queries, sizes.num_workers, dtype=dtype)
+  a = default_data if data_points is None else jax.numpy.asarray(data_points, dtype=dtype)
+  b = default_workers if worker_points is None else jax.numpy.asarray(worker_points, dtype=dtype)
+  check_points(a, b, what)
+  if a.shape[0] != sizes.num_queries:
+    raise ValueError(f"{what}: {a.shape[0]} data points given for K = {sizes.num_queries}.")
+  if b.shape[0] < sizes.recovery_threshold:
+    raise ValueError(
+        f"{what}: {b.shape[0]} workers cannot reach the recovery threshold "
+        f"{threshold_formula} = {sizes.recovery_threshold}."
+    )
+  return a, b
