@@ -1,11 +1,12 @@
-r"""Trains a base classifier from a config file.
+r"""Trains a model from a config file: a base classifier, or a ParM parity model.
 
   python train/train.py --config configs/digits.py --workdir /tmp/digits
   python train/train.py --config configs/digits.py:smoke --workdir /tmp/smoke \
       --config.num_steps=8
 
-Fields of the config can be overridden with ``--config.<field>=<value>``. A
-run in a workdir that already holds checkpoints resumes from the latest one.
+``config.task`` picks what is trained: "classifier" (the default) or "parity"
+(``configs/parm_*.py``, see docs/parm.md). Fields of the config can be
+overridden with ``--config.<field>=<value>``. A run in a workdir that already holds checkpoints resumes from the latest one.
 See docs/training.md.
 """
 
@@ -14,7 +15,7 @@ from __future__ import annotations
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from jaxcoded import training
+from jaxcoded import parity_training, training
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Training config file.", lock_config=True)
 _WORKDIR = flags.DEFINE_string("workdir", None, "Directory for checkpoints and metrics.")
@@ -24,7 +25,14 @@ flags.mark_flags_as_required(["config", "workdir"])
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"Unexpected arguments: {' '.join(argv[1:])}")
-  result = training.train_and_evaluate(_CONFIG.value, _WORKDIR.value)
+  config = _CONFIG.value
+  task = config.get("task", "classifier")
+  if task == "classifier":
+    result = training.train_and_evaluate(config, _WORKDIR.value)
+  elif task == "parity":
+    result = parity_training.train_parity_model(config, _WORKDIR.value)
+  else:
+    raise app.UsageError(f"config.task must be 'classifier' or 'parity', got {task!r}.")
   logging.info("Final metrics: %s", result.final_metrics)
   if result.completed:
     print(f"step {result.step}: " + ", ".join(

@@ -1,0 +1,251 @@
+"""Parity models, ParM (Kosaian, Rashmi, Venkataraman, SOSP 2019; DESIGN.md section 4.5).
+
+A group of K queries x_1 .. x_K goes to N = K + 1 workers:
+
+  workers 0 .. K-1   (systematic) run the base classifier f on the raw queries;
+  worker K           (parity) runs a *parity model* f_P on the parity query
+                     P = x_1 + ... + x_K (ParM's addition encoder).
+
+f_P is a network trained so that f_P(P) ~ f(x_1) + ... + f(x_K)
+(``jaxcoded.parity_training``). The decoder passes every returned systematic
+output through unchanged; when exactly one systematic worker j straggled and
+the parity worker returned, it reconstructs
+
+  f(x_j) ~ f_P(P) - sum_{k != j} f(x_k)      (the subtraction decoder).
+
+The reconstruction is exact when f_P(P) is exactly the sum (e.g. a linear f
+without bias and f_P = f). With two or more systematic stragglers, r = 1
+parity cannot recover them: those queries are unanswered.
+
+Sizes: any K of the K + 1 outputs recover all K answers, so R = K, S = 1 and
+the redundancy is (K + 1) / K. Only r = 1 parity worker is implemented (the
+setting of ParM's evaluation); ``create`` rejects r != 1.
+
+The workers are heterogeneous (two functions), so the pipeline takes both:
+
+  coded   = code.encode(queries)                          # (K + 1, ...)
+  outputs = parm_outputs(code, f, f_params, f_P, p_params, queries, mask)
+  decoded = code.decode(outputs, mask)
+
+or in one call ``code(f, f_params, queries, mask, parity_fn=f_P,
+parity_params=p_params)``. ``decode`` needs only the (N, ...) outputs and the
+mask, as for every other scheme.
+
+Example:
+  >>> import jax.numpy as jnp
+  >>> from jaxcoded.schemes.parm import ParityCode
+  >>> code = ParityCode.create(3)
+  >>> f = lambda w, x: w @ x                    # linear: f(sum x) = sum f(x)
+  >>> w, queries = jnp.eye(2), jnp.arange(6.0).reshape(3, 2)
+  >>> mask = jnp.array([True, False, True, True])
+  >>> code(f, w, queries, mask, parity_fn=f, parity_params=w).values
+  Array([[0., 1.],
+         [2., 3.],
+         [4., 5.]], dtype=float32)
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+from jax.typing import ArrayLike
+
+from jaxcoded import workers
+from jaxcoded.schemes import base
+
+__all__ = ["ParityCode", "parm_outputs"]
+
+
+@jax.tree_util.register_dataclass
+@dataclasses.dataclass(frozen=True)
+class ParityCode(base.Scheme):
+  """ParM with the addition encoder: K systematic workers and one parity worker.
+
+  Attributes:
+    group_size: K (static).
+    num_parities: r, the number of parity workers (static; only 1 is
+      implemented).
+  """
+
+  group_size: int = dataclasses.field(metadata=dict(static=True))
+  num_parities: int = dataclasses.field(default=1, metadata=dict(static=True))
+
+  @staticmethod
+  def sizes_for(num_queries: int, num_stragglers: int = 1) -> base.SchemeSizes:
+    """N = K + r, R = K, S = r for ParM with r = S parity workers.
+
+    Args:
+      num_queries: K >= 1.
+      num_stragglers: S, the number of parity workers r; must be 1.
+
+    Returns:
+      SchemeSizes(K, K + 1, K).
+    """
+    base.check_group_sizes(num_queries, num_stragglers)
+    if num_stragglers != 1:
+      raise ValueError(
+          f"ParityCode implements r = 1 parity worker, which tolerates exactly S = 1 straggler; "
+          f"got S = r = {num_stragglers}. (With r = 1 a second straggler's query goes unanswered; "
+          "more parity workers would need a weighted encoder and one parity model per worker.)"
+      )
+    return base.SchemeSizes(num_queries, num_queries + num_stragglers, num_queries)
+
+  @classmethod
+  def create(cls, num_queries: int, num_parities: int = 1) -> "ParityCode":
+    """ParM for groups of K queries with r parity workers.
+
+    Args:
+      num_queries: K >= 1.
+      num_parities: r; must be 1 (the only setting implemented).
+    """
+    if not isinstance(num_parities, int) or num_parities < 1:
+      raise ValueError(f"ParityCode needs r >= 1 parity workers, got r = {num_parities!r}.")
+    cls.sizes_for(num_queries, num_parities)
+    return cls(group_size=num_queries, num_parities=num_parities)
+
+  @property
+  def sizes(self) -> base.SchemeSizes:
+    return base.SchemeSizes(self.group_size, self.group_size + self.num_parities, self.group_size)
+
+  def parity_queries(self, queries: ArrayLike) -> jax.Array:
+    """(K, ...) queries -> (r, ...) parity queries P = sum_k x_k."""
+    self.check_queries(queries)
+    return jnp.sum(jnp.asarray(queries), axis=0, keepdims=True)
+
+  def encode(self, queries: ArrayLike) -> jax.Array:
+    """(K, ...) queries -> (N, ...) worker inputs: the K queries, then P = sum_k x_k.
+
+    Worker n < K runs the base classifier on row n; worker K runs the parity
+    model on row K.
+    """
+    queries = jnp.asarray(queries)
+    return jnp.concatenate([queries, self.parity_queries(queries).astype(queries.dtype)])
+
+  def decode(self, outputs: ArrayLike, mask: ArrayLike) -> base.Decoded:
+    """Systematic outputs pass through; one missing output is f_P(P) - sum of the others.
+
+    Rows of workers that did not return are never read (``jnp.where``), so a
+    NaN in a straggler's row cannot reach the result.
+
+    Args:
+      outputs: (N, ...) worker outputs: K base outputs f(x_k), then f_P(P).
+      mask: (N,) bool, True where the worker returned.
+
+    Returns:
+      Decoded values (K, ...), zeros where unanswered, and (K,) answered:
+      True for returned systematic workers, and for the one missing query
+      when it is the only systematic straggler and the parity returned.
+    """
+    self.check_mask(mask)
+    outputs, mask = jnp.asarray(outputs), jnp.asarray(mask)
+    if outputs.shape[:1] != (self.num_workers,):
+      raise ValueError(
+          f"ParityCode: outputs have shape {outputs.shape}, expected ({self.num_workers}, ...) "
+          f"(K = {self.num_queries} base outputs, then the parity output)."
+      )
+    k = self.num_queries
+    zero = jnp.zeros((), outputs.dtype)
+    rows = lambda m: m.reshape(m.shape + (1,) * (outputs.ndim - 1))
+    systematic_ok, parity_ok = mask[:k], mask[k]
+    systematic = jnp.where(rows(systematic_ok), outputs[:k], zero)
+    parity = jnp.where(parity_ok, outputs[k], zero)
+    recovered = parity - jnp.sum(systematic, axis=0)
+    recoverable = parity_ok & (jnp.sum(~systematic_ok) == 1)
+    values = jnp.where(rows(systematic_ok), systematic, jnp.where(recoverable, recovered, zero))
+    return base.Decoded(values, systematic_ok | recoverable)
+
+  def __call__(
+      self,
+      worker_fn: base.WorkerFn,
+      params: Any,
+      queries: ArrayLike,
+      mask: ArrayLike,
+      *,
+      mesh: jax.sharding.Mesh | None = None,
+      parity_fn: base.WorkerFn | None = None,
+      parity_params: Any = None,
+  ) -> base.Decoded:
+    """Encode, run the base and parity workers, decode (one group).
+
+    Args:
+      worker_fn: the base classifier ``worker_fn(params, x)`` for one query.
+      params: its parameters.
+      queries: (K, ...) one group.
+      mask: (N,) bool, True where the worker returned.
+      mesh: optional mesh with a "workers" axis; see :func:`parm_outputs`.
+      parity_fn: the parity model ``parity_fn(parity_params, p)`` for one
+        parity query (required: ParM's workers run two functions).
+      parity_params: its parameters.
+
+    Returns:
+      Decoded values (K, ...) and (K,) answered flags.
+    """
+    if parity_fn is None:
+      raise ValueError(
+          "ParityCode runs two functions: pass parity_fn= and parity_params= (the trained "
+          "parity model, see jaxcoded.parity_training) besides the base worker_fn."
+      )
+    outputs = parm_outputs(
+        self, worker_fn, params, parity_fn, parity_params, queries, mask, mesh=mesh
+    )
+    return self.decode(outputs, mask)
+
+
+def parm_outputs(
+    code: ParityCode,
+    base_fn: base.WorkerFn,
+    base_params: Any,
+    parity_fn: base.WorkerFn,
+    parity_params: Any,
+    queries: ArrayLike,
+    mask: ArrayLike | None = None,
+    *,
+    mesh: jax.sharding.Mesh | None = None,
+) -> jax.Array:
+  """The (N, ...) outputs of ParM's heterogeneous workers for one group.
+
+  Row k < K is ``base_fn(base_params, x_k)``, row K is
+  ``parity_fn(parity_params, sum_k x_k)``; rows of stragglers are zero (their
+  inputs are zeroed too, see ``workers.run_workers``). An evaluator can call
+  this once with ``mask=None`` (everyone returns), then, per mask, apply
+  ``workers.mask_outputs`` and ``code.decode``.
+
+  Args:
+    code: the ParityCode.
+    base_fn: ``base_fn(params, x) -> y`` for one query x.
+    base_params: its parameters.
+    parity_fn: ``parity_fn(params, p) -> y`` for one parity query, y of the
+      same shape and dtype as the base outputs.
+    parity_params: its parameters.
+    queries: (K, ...) one group.
+    mask: (N,) bool availability; None means every worker returned.
+    mesh: None to ``vmap`` on one device; or a mesh whose "workers" axis
+      divides K, over which the K systematic workers are ``shard_map``-ped (the
+      single parity worker then runs on the default device).
+
+  Returns:
+    (N, ...) outputs, straggler rows zero.
+  """
+  code.check_queries(queries)
+  mask = jnp.ones((code.num_workers,), bool) if mask is None else mask
+  code.check_mask(mask)
+  mask = jnp.asarray(mask)
+  k = code.num_queries
+  if mesh is not None and "workers" in mesh.axis_names and k % mesh.shape["workers"]:
+    raise ValueError(
+        f"parm_outputs: the K = {k} systematic workers cannot be split evenly over the "
+        f"{mesh.shape['workers']} devices of the mesh axis 'workers'; use a mesh whose size "
+        "divides K."
+    )
+  coded = code.encode(queries)
+  systematic = workers.run_workers(base_fn, base_params, coded[:k], mask[:k], mesh=mesh)
+  parity = workers.run_workers(parity_fn, parity_params, coded[k:], mask[k:])
+  if parity.shape[1:] != systematic.shape[1:] or parity.dtype != systematic.dtype:
+    raise ValueError(
+        f"parm_outputs: the parity model's output {parity.shape[1:]} {parity.dtype} must match "
+        f"the base classifier's {systematic.shape[1:]} {systematic.dtype}."
+    )
+  return jnp.concatenate([systematic, parity])
