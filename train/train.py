@@ -12,10 +12,16 @@ See docs/training.md.
 
 from __future__ import annotations
 
+import pathlib
+import sys
+
 from absl import app, flags, logging
 from ml_collections import config_flags
 
 from jaxcoded import parity_training, training
+
+# Config variants import their defaults (``from configs import digits``).
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Training config file.", lock_config=True)
 _WORKDIR = flags.DEFINE_string("workdir", None, "Directory for checkpoints and metrics.")
