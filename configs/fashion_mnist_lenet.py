@@ -6,8 +6,8 @@ Run (from the repository root; the data come from Debian's
   python train/train.py --config configs/fashion_mnist_lenet.py --workdir /tmp/fmnist_lenet
 
 Expected result: test accuracy 0.906 (measured: 0.9063) after 10 epochs
-(4680 steps of 128); about 4.7 CPU-minutes, 12 minutes wall on the project's
-2-core CPU while it was shared with other jobs (see docs/training.md).
+(4680 steps of 128): 3.5 minutes wall (4.8 CPU-minutes) on the project's
+2-core CPU (see docs/training.md).
 """
 
 from __future__ import annotations

@@ -1,0 +1,52 @@
+"""Learned polynomial code on the 8x8 digits: a seconds-long smoke run.
+
+Run (from the repository root):
+  python train/train_coder.py --config=configs/coder_digits.py \
+      --workdir=/tmp/coder_digits
+
+K = 4 queries, de = 1, dh = 2, so R = 3 and N = K + S = 6 (S = 2 stragglers,
+evaluated up to S = 3). Expected: coded accuracy well above chance (0.1) at
+S = 3 (tests/test_coder_training.py checks > 0.5).
+"""
+
+import ml_collections
+
+from configs import digits
+
+
+def get_config() -> ml_collections.ConfigDict:
+  config = ml_collections.ConfigDict()
+  config.scheme = "polynomial"  # or "lagrange"
+  config.dataset = "digits"
+  config.base = digits.get_config()
+  config.base.num_steps = 200
+  config.base.progress_bar = False
+  config.base_workdir = ""  # "": <workdir>/base
+  config.num_queries = 4
+  config.num_stragglers = 2
+  # Polynomial code: R = encoder_degree * power**num_activations + 1.
+  config.encoder_degree = 1
+  config.encoder_features = 0
+  config.worker_features = (8, 16)
+  config.worker_out = 32
+  config.power = 2
+  config.num_activations = 1
+  config.head_hidden = 32
+  # Learned Lagrange code only.
+  config.recovery_threshold = 3
+  # Master FLOPs per query, as a fraction of the base classifier's (design A).
+  config.master_budget = 1.0
+  config.groups_per_batch = 16
+  config.num_steps = 400
+  config.learning_rate = 3e-3
+  config.distill_weight = 0.0
+  config.temperature = 2.0
+  config.eval_num_masks = 8
+  # training.fit
+  config.seed = 0
+  config.log_every = 100
+  config.eval_every = 0
+  config.checkpoint_every = 200
+  config.keep_checkpoints = 2
+  config.progress_bar = False
+  return config

@@ -1,0 +1,304 @@
+"""End-to-end training of the learned codes with Optax (DESIGN.md section 4.6).
+
+Each step draws a batch of groups of K training images and, per group, a random
+availability mask with between R and N workers returning ("masked straggler
+dropout"); the loss is the cross-entropy of the decoded logits to the labels,
+optionally plus distillation to the frozen base classifier's softmax.
+
+The loop is the shared one, ``training.fit`` (Orbax checkpoints and resume,
+``config.json``, JSON-lines metrics, progress, NaN stop). The base classifier
+(the learned Lagrange code's workers, the distillation teacher, and the base
+accuracy) is trained by ``training.train_and_evaluate`` from ``config.base``
+into ``config.base_workdir`` (default ``<workdir>/base``), or simply reloaded
+when that workdir already holds the finished run. At the end the code is
+evaluated at S = 0 .. N - R stragglers and ``results.json`` records the
+accuracies with the master budget in use and the load table.
+
+Example (seconds):
+  >>> from configs import coder_digits
+  >>> results = train_and_evaluate(coder_digits.get_config(), "/tmp/coder")  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import optax
+from flax import nnx
+
+from jaxcoded import data, load, models, stragglers, training, workers
+from jaxcoded.schemes import learned
+
+__all__ = [
+    "build_code",
+    "evaluate_code",
+    "group_stream",
+    "make_loss_fn",
+    "sample_masks",
+    "train_and_evaluate",
+]
+
+
+def sample_masks(key: jax.Array, num_masks: int, num_workers: int, threshold: int) -> jax.Array:
+  """(M, N) masks: each with a uniform number in [R, N] of available workers at random places.
+
+  Args:
+    key: PRNG key.
+    num_masks: M.
+    num_workers: N.
+    threshold: R <= N.
+
+  Returns:
+    Boolean (M, N).
+  """
+  if not 1 <= threshold <= num_workers:
+    raise ValueError(f"sample_masks: need 1 <= R <= N, got R = {threshold}, N = {num_workers}.")
+  count_key, order_key = jax.random.split(key)
+  counts = jax.random.randint(count_key, (num_masks, 1), threshold, num_workers + 1)
+  ranks = jnp.argsort(jax.random.uniform(order_key, (num_masks, num_workers)), axis=1)
+  return ranks < counts
+
+
+def group_stream(
+    images: np.ndarray,
+    labels: np.ndarray,
+    teacher_logits: np.ndarray,
+    num_queries: int,
+    groups_per_batch: int,
+    *,
+    seed: int,
+    start_step: int = 0,
+) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+  """Endless batches of groups, starting at a global step (for resuming).
+
+  Epoch e shuffles by ``np.random.default_rng([seed, e])``; batch s depends on
+  (seed, s) only.
+
+  Yields:
+    images (B, K, H, W, C), labels (B, K), teacher logits (B, K, C).
+  """
+  per_batch = groups_per_batch * num_queries
+  steps_per_epoch = len(labels) // per_batch
+  if steps_per_epoch == 0:
+    raise ValueError(f"group_stream: {len(labels)} examples cannot fill one batch of {per_batch}.")
+  epoch, offset = divmod(start_step, steps_per_epoch)
+  while True:
+    order = np.random.default_rng([seed, epoch]).permutation(len(labels))
+    for i in range(offset, steps_per_epoch):
+      index = order[i * per_batch : (i + 1) * per_batch].reshape(groups_per_batch, num_queries)
+      yield images[index], labels[index], teacher_logits[index]
+    epoch, offset = epoch + 1, 0
+
+
+# ---------------------------------------------------------------------------
+# Building blocks.
+
+
+def build_code(
+    config: ml_collections.ConfigDict,
+    input_shape: tuple[int, int, int],
+    num_classes: int,
+    *,
+    classifier: nnx.Module | None = None,
+    rngs: nnx.Rngs,
+) -> nnx.Module:
+  """The code a config describes: ``config.scheme`` is "polynomial" or "lagrange"."""
+  num_workers = config.num_queries + config.num_stragglers
+  if config.scheme == "polynomial":
+    return learned.PolynomialCode.create(
+        config.num_queries, num_workers, input_shape, num_classes,
+        encoder_degree=config.encoder_degree,
+        encoder_features=config.encoder_features,
+        worker_features=tuple(config.worker_features),
+        worker_out=config.worker_out,
+        power=config.power,
+        num_activations=config.num_activations,
+        head_hidden=config.head_hidden,
+        rngs=rngs,
+    )
+  if config.scheme == "lagrange":
+    if classifier is None:
+      raise ValueError("build_code: the learned Lagrange code needs the base classifier.")
+    return learned.LearnedLagrangeCode.create(
+        classifier, config.num_queries, num_workers, input_shape, num_classes,
+        recovery_threshold=config.recovery_threshold,
+        encoder_features=config.encoder_features,
+        rngs=rngs,
+    )
+  raise ValueError(f"Unknown scheme {config.scheme!r}; use 'polynomial' or 'lagrange'.")
+
+
+@functools.partial(jax.jit, static_argnums=0)
+def _decode_all(graphdef, state, groups, masks):
+  """Logits (M, G, K, C) and answered (M, G, K) for every mask and group."""
+  code = nnx.merge(graphdef, state)
+  everyone = jnp.ones((code.num_workers,), bool)
+  worker_fn, params = code.worker_fn()
+  outputs = jax.vmap(lambda g: workers.run_workers(worker_fn, params, code.encode(g), everyone))(
+      groups
+  )
+
+  def one_mask(mask):
+    decoded = jax.vmap(lambda out: code.decode(workers.mask_outputs(out, mask), mask))(outputs)
+    return decoded.values, decoded.answered
+
+  return jax.lax.map(one_mask, masks)
+
+
+def evaluate_code(
+    code: nnx.Module,
+    dataset: data.Dataset,
+    num_stragglers: int,
+    *,
+    num_masks: int,
+    key: jax.Array,
+    max_groups: int | None = None,
+) -> np.ndarray:
+  """Top-1 accuracy over the test groups for each of ``num_masks`` random masks with S stragglers.
+
+  Worker outputs do not depend on the mask, so they are computed once per
+  group (all workers) and each mask is decoded from the zeroed-out outputs.
+
+  Returns:
+    (M,) accuracies (unanswered queries count wrong).
+  """
+  k = code.num_queries
+  num_groups = len(dataset) // k if max_groups is None else min(max_groups, len(dataset) // k)
+  images = dataset.images[: num_groups * k]
+  groups = jnp.asarray(images).reshape(num_groups, k, *dataset.image_shape)
+  labels = jnp.asarray(dataset.labels[: num_groups * k]).reshape(num_groups, k)
+  masks = stragglers.random_masks(key, num_masks, code.num_workers, num_stragglers)
+  logits, answered = _decode_all(*nnx.split(code), groups, masks)
+  correct = answered & (jnp.argmax(logits, -1) == labels[None])
+  return np.asarray(jnp.mean(correct, axis=(1, 2)))
+
+
+# ---------------------------------------------------------------------------
+# The loop.
+
+
+@functools.lru_cache(maxsize=16)
+def make_loss_fn(distill_weight: float, temperature: float):
+  """``loss_fn(code, batch, rng) -> (loss, metrics)`` for ``training.fit``.
+
+  A random mask with between R and N available workers is drawn per group
+  from ``rng``. Cached, so runs with the same settings share the compiled step.
+  """
+
+  def loss_fn(code, batch, rng):
+    images, labels, teacher_logits = batch
+    masks = sample_masks(rng, labels.shape[0], code.num_workers, code.recovery_threshold)
+    graphdef, state = nnx.split(code)
+    logits = jax.vmap(lambda q, m: nnx.merge(graphdef, state)(q, m).values)(images, masks)
+    cross_entropy = optax.softmax_cross_entropy_with_integer_labels(logits, labels).mean()
+    loss = cross_entropy
+    if distill_weight:
+      teacher = jax.nn.softmax(teacher_logits / temperature)
+      distill = optax.softmax_cross_entropy(logits / temperature, teacher).mean()
+      loss = loss + distill_weight * temperature**2 * distill
+    accuracy = jnp.mean(jnp.argmax(logits, -1) == labels)
+    return loss, {"loss": loss, "cross_entropy": cross_entropy, "accuracy": accuracy}
+
+  return loss_fn
+
+
+def _predict_logits(model: nnx.Module, images: np.ndarray, batch_size: int = 2000) -> np.ndarray:
+  forward = nnx.jit(lambda m, x: m(x))
+  return np.concatenate([
+      np.asarray(forward(model, jnp.asarray(images[i : i + batch_size])))
+      for i in range(0, len(images), batch_size)
+  ])
+
+
+def _write_json(path: str, value: Any) -> None:
+  with open(path, "w") as f:
+    json.dump(value, f, indent=2)
+
+
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
+  """Trains the code of ``config`` into ``workdir`` (resuming) and evaluates it.
+
+  Returns:
+    The results dict also written to ``<workdir>/results.json``: base and
+    coded accuracies by S, the master budget (design A), training time.
+  """
+  workdir = os.path.abspath(workdir)
+  os.makedirs(workdir, exist_ok=True)
+  base_workdir = config.get("base_workdir") or os.path.join(workdir, "base")
+  started = time.time()
+  base_model = training.train_and_evaluate(config.base, base_workdir).model
+  base_model.eval()
+  base_seconds = time.time() - started
+
+  train_ds = data.load(config.dataset, "train", seed=config.seed)
+  test_ds = data.load(config.dataset, "test", seed=0)
+  input_shape = train_ds.image_shape
+  base_accuracy = float(np.mean(np.argmax(_predict_logits(base_model, test_ds.images), -1)
+                                == test_ds.labels))
+  base_flops = models.flops_per_example(config.base.model, input_shape)
+
+  code = build_code(
+      config, input_shape, train_ds.num_classes, classifier=base_model,
+      rngs=nnx.Rngs(config.seed + 1),
+  )
+  loads = [load.code_load(code, design, base_flops) for design in ("A", "B")]
+  load.check_master_budget(loads[0], config.master_budget)
+
+  schedule = optax.warmup_cosine_decay_schedule(
+      0.0, config.learning_rate, min(200, config.num_steps // 10 + 1), config.num_steps
+  )
+  tx = optax.chain(optax.clip_by_global_norm(1.0), optax.adamw(schedule, weight_decay=1e-4))
+  teacher_logits = (
+      _predict_logits(base_model, train_ds.images) if config.distill_weight
+      else np.zeros((len(train_ds), train_ds.num_classes), np.float32)
+  )
+  batches = functools.partial(
+      group_stream, train_ds.images, train_ds.labels, teacher_logits, config.num_queries,
+      config.groups_per_batch, seed=config.seed,
+  )
+  started = time.time()
+  fit = training.fit(
+      code, tx, make_loss_fn(float(config.distill_weight), float(config.temperature)),
+      lambda start: batches(start_step=start),
+      num_steps=config.num_steps, workdir=workdir, config=config, learning_rate_fn=schedule,
+      wrt=learned.trainable(code),
+  )
+  train_seconds = time.time() - started
+
+  accuracy_by_s = {}
+  eval_key = jax.random.key(config.seed + 2)
+  for s in range(code.max_stragglers + 1):
+    accuracies = evaluate_code(
+        code, test_ds, s, num_masks=config.eval_num_masks, key=jax.random.fold_in(eval_key, s),
+        max_groups=config.get("eval_max_groups", None),
+    )
+    accuracy_by_s[s] = dict(mean=float(accuracies.mean()), min=float(accuracies.min()),
+                            max=float(accuracies.max()))
+  results = dict(
+      scheme=config.scheme,
+      dataset=config.dataset,
+      num_queries=code.num_queries,
+      num_workers=code.num_workers,
+      recovery_threshold=code.recovery_threshold,
+      base_model=config.base.model,
+      base_accuracy=base_accuracy,
+      base_seconds=base_seconds,
+      train_seconds=train_seconds,
+      num_steps=fit.step,
+      accuracy_by_stragglers=accuracy_by_s,
+      master_budget_declared=config.master_budget,
+      master_fraction={l.design: l.master_fraction for l in loads},
+      worker_fraction={l.design: l.worker_fraction for l in loads},
+      load_table=load.format_load_table(loads),
+  )
+  _write_json(os.path.join(workdir, "results.json"), results)
+  return results

@@ -1,0 +1,446 @@
+"""Learned coded inference (DESIGN.md section 4.6): the project's main scheme.
+
+Two learned schemes share one shape: an encoder at the master (or at the
+workers, design B), N workers at points b_n, a masked polynomial fit at the
+master evaluated at the data points a_k, and a per-query decoder head.
+
+``PolynomialCode`` (exact threshold). Networks produce de + 1 coefficient
+tensors c_j from the K queries; worker n receives e(b_n) = sum_j c_j b_n^j and
+runs a network h that is a polynomial of degree dh in its input. Then
+z -> h(e(z)) is a polynomial of degree de * dh, so ANY R = de * dh + 1
+returned outputs determine it exactly: the master fits it (least squares when
+more return, the same polynomial up to rounding), evaluates it at a_k, which
+gives h(e(a_k)) whichever workers returned, and the head maps that to logits.
+New worker points can be used at deploy time (``with_worker_points``).
+
+``LearnedLagrangeCode`` (approximate threshold). A per-query encoder network
+E, Lagrange coding u(z) through (a_k, E(x_k)), workers run the deployed base
+classifier f unchanged (frozen), the master least-squares-fits a polynomial of
+a chosen degree R - 1 to the available outputs and evaluates at a_k, and a
+head gives logits. f is not a polynomial, so R is only a tuning knob: the
+decoded answer depends on which workers returned.
+
+Both are ``nnx.Module``s holding their networks and points, and implement
+the common interface (``sizes``, ``encode``, ``decode``); ``__call__(queries,
+mask, design=...)`` runs the whole pipeline through ``workers.run_workers``.
+
+Design A (master-side encoding): the master runs the encoder and sends e(b_n)
+to worker n. Design B (worker-side encoding): worker n reads the K queries and
+computes its own e(b_n); the master sends only b_n. The outputs are the same.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+from jax.typing import ArrayLike
+
+from jaxcoded import coders, interp, workers
+from jaxcoded.schemes import base, points
+
+__all__ = ["CodePoints", "LearnedLagrangeCode", "PolynomialCode", "trainable"]
+
+DESIGNS = ("A", "B")
+
+
+class CodePoints(nnx.Variable):
+  """Evaluation points of a code: state, but not trained."""
+
+
+def trainable(code: nnx.Module) -> Any:
+  """The NNX filter of a code's trained parameters (a frozen classifier excluded)."""
+  if isinstance(code, LearnedLagrangeCode):
+    return nnx.All(nnx.Param, nnx.Not(nnx.PathContains("classifier")))
+  return nnx.Param
+
+
+def _default_points(num_queries: int, num_workers: int, data_points, worker_points, what: str):
+  default_data, default_workers = points.default_points(num_queries, num_workers)
+  a = default_data if data_points is None else jnp.asarray(data_points)
+  b = default_workers if worker_points is None else jnp.asarray(worker_points)
+  points.check_points(a, b, what)
+  return a, b
+
+
+def _check_design(design: str) -> None:
+  if design not in DESIGNS:
+    raise ValueError(
+        f"Unknown system design {design!r}; use 'A' (master encodes) or 'B' (workers encode)."
+    )
+
+
+def _masked_fit_decode(
+    outputs: ArrayLike, mask: ArrayLike, worker_points, data_points, threshold: int
+) -> tuple[jax.Array, jax.Array]:
+  """Fits degree R - 1 through the available outputs and evaluates at a_k.
+
+  Returns (values (K, ...), enough: bool scalar). Below the threshold the
+  values are zero and ``enough`` is False.
+  """
+  mask = jnp.asarray(mask)
+  enough = jnp.sum(mask) >= threshold
+  # A full mask when too few returned keeps NaNs out of the arithmetic (and out
+  # of gradients); ``enough`` then discards the result.
+  safe_mask = jnp.where(enough, mask, True)
+  matrix = interp.polyfit_matrix(worker_points, data_points, threshold - 1, safe_mask)
+  values = interp.apply_matrix(matrix, outputs)
+  return jnp.where(enough, values, jnp.zeros((), values.dtype)), enough
+
+
+def _power_basis(z: jax.Array, degree: int) -> jax.Array:
+  """(T,) points -> (T, degree + 1) matrix of z^0 .. z^degree."""
+  return z[:, None] ** jnp.arange(degree + 1, dtype=z.dtype)[None, :]
+
+
+class PolynomialCode(nnx.Module, base.Scheme):
+  """Learned polynomial code with the exact recovery threshold R = de * dh + 1.
+
+  Attributes:
+    encoder: ``coders.CoefficientEncoder`` of degree de (master, or workers in
+      design B).
+    worker: polynomial network h of degree dh (``worker.degree``).
+    head: ``coders.DecoderHead`` (master).
+    data_points: (K,) a_k.
+    worker_points: (N,) b_n, N >= R.
+  """
+
+  def __init__(
+      self,
+      encoder: coders.CoefficientEncoder,
+      worker: coders.PolySequential,
+      head: coders.DecoderHead,
+      data_points: ArrayLike,
+      worker_points: ArrayLike,
+      *,
+      check_degree: bool = True,
+      seed: int = 0,
+  ):
+    """Assembles a code from its networks; checks the worker's degree numerically.
+
+    Raises:
+      ValueError: a worker that is not a polynomial of its declared degree
+        (e.g. built with a ReLU), too few workers for R, or bad points.
+    """
+    degree = getattr(worker, "degree", None)
+    if not isinstance(degree, int) or degree < 1:
+      raise ValueError(
+          "PolynomialCode: the worker network must declare its polynomial degree "
+          "(build it from coders.PolySequential blocks)."
+      )
+    points.check_points(data_points, worker_points, "PolynomialCode")
+    self.encoder = encoder
+    self.worker = worker
+    self.head = head
+    self.data_points = CodePoints(jnp.asarray(data_points))
+    self.worker_points = CodePoints(jnp.asarray(worker_points))
+    if self.num_workers < self.recovery_threshold:
+      raise ValueError(
+          f"PolynomialCode: N = {self.num_workers} workers cannot reach the recovery threshold "
+          f"R = de * dh + 1 = {self.encoder.degree} * {degree} + 1 = {self.recovery_threshold}."
+      )
+    if check_degree:
+      example = jax.random.normal(jax.random.key(seed), encoder.coded_shape)
+      coders.check_polynomial_degree(
+          worker, example, degree, jax.random.key(seed + 1), strict=False
+      )
+
+  @classmethod
+  def create(
+      cls,
+      num_queries: int,
+      num_workers: int,
+      input_shape: tuple[int, int, int],
+      num_classes: int,
+      *,
+      encoder_degree: int,
+      encoder_features: int = 0,
+      worker_features: tuple[int, ...] = (16, 32),
+      worker_kernel: int = 3,
+      worker_out: int = 64,
+      power: int = 2,
+      num_activations: int = 1,
+      head_hidden: int = 64,
+      data_points: ArrayLike | None = None,
+      worker_points: ArrayLike | None = None,
+      rngs: nnx.Rngs,
+  ) -> "PolynomialCode":
+    """A code with default Chebyshev points and the networks of ``jaxcoded.coders``.
+
+    Args:
+      num_queries: K.
+      num_workers: N >= R = encoder_degree * power**num_activations + 1.
+      input_shape: (H, W, C) of one query (H, W even).
+      num_classes: C, the logits' width.
+      encoder_degree: de.
+      encoder_features: extra nonlinear per-query channels of the encoder
+        (0: a purely linear encoder).
+      worker_features, worker_kernel, worker_out, power, num_activations:
+        the worker network (``coders.poly_cnn``); dh = power**num_activations.
+      head_hidden: hidden width of the decoder head (0: per-position affine).
+      data_points, worker_points: optional (K,) and (N,) points.
+      rngs: initialisation keys.
+    """
+    base.check_group_sizes(num_queries, 0)
+    a, b = _default_points(num_queries, num_workers, data_points, worker_points, "PolynomialCode")
+    encoder = coders.CoefficientEncoder(
+        a, encoder_degree, input_shape, features=encoder_features, rngs=rngs
+    )
+    worker = coders.poly_cnn(
+        encoder.coded_shape, worker_out, features=worker_features, kernel=worker_kernel,
+        power=power, num_activations=num_activations, rngs=rngs,
+    )
+    head = coders.DecoderHead(num_queries, worker_out, num_classes, hidden=head_hidden, rngs=rngs)
+    return cls(encoder, worker, head, a, b)
+
+  # -- sizes ------------------------------------------------------------------
+
+  @property
+  def encoder_degree(self) -> int:
+    return self.encoder.degree
+
+  @property
+  def worker_degree(self) -> int:
+    return self.worker.degree
+
+  @property
+  def sizes(self) -> base.SchemeSizes:
+    threshold = self.encoder.degree * self.worker.degree + 1
+    return base.SchemeSizes(
+        int(self.data_points[...].shape[0]), int(self.worker_points[...].shape[0]), threshold
+    )
+
+  def with_worker_points(self, worker_points: ArrayLike) -> "PolynomialCode":
+    """The same trained code deployed on other workers (any N >= R), no retraining."""
+    return PolynomialCode(
+        self.encoder, self.worker, self.head, self.data_points[...], worker_points,
+        check_degree=False,
+    )
+
+  # -- encoding -----------------------------------------------------------------
+
+  def coefficients(self, queries: ArrayLike) -> jax.Array:
+    """(K, H, W, C) queries -> (de + 1, ...) coefficient tensors c_0..c_de."""
+    self.check_queries(queries)
+    return self.encoder(queries)
+
+  def evaluate_code(self, coefficients: jax.Array, at: ArrayLike) -> jax.Array:
+    """e(z) = sum_j c_j z^j at T points: (de + 1, ...) and (T,) -> (T, ...)."""
+    at = jnp.asarray(at, coefficients.dtype)
+    return jnp.einsum("tj,j...->t...", _power_basis(at, self.encoder.degree), coefficients)
+
+  def encode(self, queries: ArrayLike) -> jax.Array:
+    """(K, H, W, C) queries -> (N, ...) coded inputs e(b_n) (design A)."""
+    return self.evaluate_code(self.coefficients(queries), self.worker_points[...])
+
+  # -- workers ------------------------------------------------------------------
+
+  def worker_fn(self) -> tuple[base.WorkerFn, Any]:
+    """(worker_fn, params) for ``workers.run_workers``: h on one coded input."""
+    graphdef, state = nnx.split(self.worker)
+    return (lambda params, x: nnx.merge(graphdef, params)(x)), state
+
+  def worker_side_fn(self, queries: ArrayLike) -> tuple[base.WorkerFn, Any]:
+    """(worker_fn, params) of design B: worker n maps its point b_n to h(e(b_n)).
+
+    The params hold the encoder, h and the K queries (which design-B workers
+    read from shared storage); the coded input of ``run_workers`` is b_n.
+    """
+    self.check_queries(queries)
+    encoder_def, encoder_state = nnx.split(self.encoder)
+    worker_def, worker_state = nnx.split(self.worker)
+
+    def worker_fn(params, point):
+      encoder_state, worker_state, queries = params
+      coefficients = nnx.merge(encoder_def, encoder_state)(queries)
+      coded = self.evaluate_code(coefficients, point[None])[0]
+      return nnx.merge(worker_def, worker_state)(coded)
+
+    return worker_fn, (encoder_state, worker_state, jnp.asarray(queries))
+
+  # -- decoding -----------------------------------------------------------------
+
+  def decode(self, outputs: ArrayLike, mask: ArrayLike) -> base.Decoded:
+    """(N, D) worker outputs and (N,) mask -> Decoded((K, C) logits, (K,) answered).
+
+    Any R or more available outputs give the same logits up to rounding;
+    stragglers' rows are never read. Below R nothing is answered.
+    """
+    self.check_mask(mask)
+    values, enough = _masked_fit_decode(
+        outputs, mask, self.worker_points[...], self.data_points[...], self.recovery_threshold
+    )
+    logits = self.head(values)
+    logits = jnp.where(enough, logits, jnp.zeros((), logits.dtype))
+    return base.Decoded(logits, jnp.full((self.num_queries,), enough))
+
+  def __call__(
+      self,
+      queries: ArrayLike,
+      mask: ArrayLike,
+      *,
+      design: str = "A",
+      mesh: jax.sharding.Mesh | None = None,
+  ) -> base.Decoded:
+    """The whole pipeline for one group: encode, workers (vmap or shard_map), decode.
+
+    Args:
+      queries: (K, H, W, C) one group.
+      mask: (N,) bool, True where the worker returned.
+      design: "A" (master encodes) or "B" (each worker encodes its own input).
+      mesh: optional mesh with a "workers" axis.
+
+    Returns:
+      Decoded (K, C) logits and (K,) answered flags.
+    """
+    _check_design(design)
+    self.check_queries(queries)
+    self.check_mask(mask)
+    if design == "A":
+      worker_fn, params = self.worker_fn()
+      outputs = workers.run_workers(worker_fn, params, self.encode(queries), mask, mesh=mesh)
+    else:
+      worker_fn, params = self.worker_side_fn(queries)
+      outputs = workers.run_workers(worker_fn, params, self.worker_points[...], mask, mesh=mesh)
+    return self.decode(outputs, mask)
+
+
+class LearnedLagrangeCode(nnx.Module, base.Scheme):
+  """Learned Lagrange code around an unchanged, frozen classifier (approximate R).
+
+  Attributes:
+    encoder: per-query ``coders.QueryEncoder`` (master, or workers in design B).
+    classifier: the deployed base classifier f, (B, H, W, C) -> (B, C); frozen
+      (``trainable`` excludes it).
+    head: per-position ``coders.DecoderHead`` on the fitted logits.
+    data_points, worker_points: (K,) and (N,).
+    fit_degree: degree R - 1 of the master's least-squares fit.
+  """
+
+  def __init__(
+      self,
+      encoder: coders.QueryEncoder,
+      classifier: nnx.Module,
+      head: coders.DecoderHead,
+      data_points: ArrayLike,
+      worker_points: ArrayLike,
+      fit_degree: int,
+  ):
+    points.check_points(data_points, worker_points, "LearnedLagrangeCode")
+    if not isinstance(fit_degree, int) or fit_degree < 0:
+      raise ValueError(
+          f"LearnedLagrangeCode: fit_degree must be an integer >= 0, got {fit_degree!r}."
+      )
+    if np.shape(worker_points)[0] < fit_degree + 1:
+      raise ValueError(
+          f"LearnedLagrangeCode: a degree-{fit_degree} fit needs N >= {fit_degree + 1} workers, "
+          f"got {np.shape(worker_points)[0]}."
+      )
+    self.encoder = encoder
+    self.classifier = classifier
+    self.head = head
+    self.data_points = CodePoints(jnp.asarray(data_points))
+    self.worker_points = CodePoints(jnp.asarray(worker_points))
+    self.fit_degree = fit_degree
+
+  @classmethod
+  def create(
+      cls,
+      classifier: nnx.Module,
+      num_queries: int,
+      num_workers: int,
+      input_shape: tuple[int, int, int],
+      num_classes: int,
+      *,
+      recovery_threshold: int,
+      encoder_features: int = 1,
+      encoder_kernel: int = 3,
+      data_points: ArrayLike | None = None,
+      worker_points: ArrayLike | None = None,
+      rngs: nnx.Rngs,
+  ) -> "LearnedLagrangeCode":
+    """A code around ``classifier`` with fit degree R - 1 and default points."""
+    base.check_group_sizes(num_queries, 0)
+    a, b = _default_points(
+        num_queries, num_workers, data_points, worker_points, "LearnedLagrangeCode"
+    )
+    encoder = coders.QueryEncoder(
+        input_shape, features=encoder_features, kernel=encoder_kernel, rngs=rngs
+    )
+    head = coders.DecoderHead(num_queries, num_classes, num_classes, hidden=0, rngs=rngs)
+    return cls(encoder, classifier, head, a, b, recovery_threshold - 1)
+
+  @property
+  def sizes(self) -> base.SchemeSizes:
+    return base.SchemeSizes(
+        int(self.data_points[...].shape[0]),
+        int(self.worker_points[...].shape[0]),
+        self.fit_degree + 1,
+    )
+
+  def encoding_matrix(self, at: ArrayLike | None = None) -> jax.Array:
+    """(T, K) Lagrange matrix from the data points to ``at`` (default: the workers)."""
+    at = self.worker_points[...] if at is None else at
+    return interp.lagrange_matrix(self.data_points[...], at)
+
+  def encode(self, queries: ArrayLike) -> jax.Array:
+    """(K, H, W, C) -> (N, H, W, C) coded inputs u(b_n) (design A)."""
+    self.check_queries(queries)
+    return interp.apply_matrix(self.encoding_matrix(), self.encoder(queries))
+
+  def worker_fn(self) -> tuple[base.WorkerFn, Any]:
+    """(worker_fn, params): the frozen classifier on one coded input."""
+    graphdef, state = nnx.split(self.classifier)
+
+    def worker_fn(params, x):
+      return nnx.merge(graphdef, jax.lax.stop_gradient(params))(x[None])[0]
+
+    return worker_fn, state
+
+  def worker_side_fn(self, queries: ArrayLike) -> tuple[base.WorkerFn, Any]:
+    """(worker_fn, params) of design B: worker n maps b_n to f(u(b_n))."""
+    self.check_queries(queries)
+    encoder_def, encoder_state = nnx.split(self.encoder)
+    classifier_def, classifier_state = nnx.split(self.classifier)
+    data_points = self.data_points[...]
+
+    def worker_fn(params, point):
+      encoder_state, classifier_state, queries = params
+      row = interp.lagrange_matrix(data_points, point[None])
+      coded = interp.apply_matrix(row, nnx.merge(encoder_def, encoder_state)(queries))
+      classifier = nnx.merge(classifier_def, jax.lax.stop_gradient(classifier_state))
+      return classifier(coded)[0]
+
+    return worker_fn, (encoder_state, classifier_state, jnp.asarray(queries))
+
+  def decode(self, outputs: ArrayLike, mask: ArrayLike) -> base.Decoded:
+    """(N, C) worker logits and (N,) mask -> Decoded((K, C) logits, (K,) answered)."""
+    self.check_mask(mask)
+    values, enough = _masked_fit_decode(
+        outputs, mask, self.worker_points[...], self.data_points[...], self.recovery_threshold
+    )
+    logits = jnp.where(enough, self.head(values), jnp.zeros((), values.dtype))
+    return base.Decoded(logits, jnp.full((self.num_queries,), enough))
+
+  def __call__(
+      self,
+      queries: ArrayLike,
+      mask: ArrayLike,
+      *,
+      design: str = "A",
+      mesh: jax.sharding.Mesh | None = None,
+  ) -> base.Decoded:
+    """Encode, run the frozen classifier on every worker, fit and decode (one group)."""
+    _check_design(design)
+    self.check_queries(queries)
+    self.check_mask(mask)
+    if design == "A":
+      worker_fn, params = self.worker_fn()
+      outputs = workers.run_workers(worker_fn, params, self.encode(queries), mask, mesh=mesh)
+    else:
+      worker_fn, params = self.worker_side_fn(queries)
+      outputs = workers.run_workers(worker_fn, params, self.worker_points[...], mask, mesh=mesh)
+    return self.decode(outputs, mask)
