@@ -1,7 +1,7 @@
 """Learned polynomial code on the 8x8 digits: a seconds-long smoke run.
 
 Run (from the repository root):
-  python train/train_coder.py --config=configs/coder_digits.py \
+  python train/train.py --config=configs/coder_digits.py \
       --workdir=/tmp/coder_digits
 
 K = 4 queries, de = 1, dh = 2, so R = 3 and N = K + S = 6 (S = 2 stragglers,
@@ -16,6 +16,7 @@ from configs import digits
 
 def get_config() -> ml_collections.ConfigDict:
   config = ml_collections.ConfigDict()
+  config.task = "coder"  # train/train.py trains a learned code
   config.scheme = "polynomial"  # or "lagrange"
   config.dataset = "digits"
   config.base = digits.get_config()

@@ -1,7 +1,7 @@
 """Learned polynomial code on Fashion-MNIST, K = 12, S = 3 (N = 15): de = 5, dh = 2, R = 11.
 
 Run (from the repository root):
-  python train/train_coder.py --config=configs/coder_fmnist_k12.py \
+  python train/train.py --config=configs/coder_fmnist_k12.py \
       --workdir=/tmp/coder_fmnist_k12
 """
 

@@ -1,7 +1,7 @@
 """Learned polynomial code on Fashion-MNIST, K = 4, S = 2 (N = 6): de = 1, dh = 2, R = 3.
 
 Run (from the repository root):
-  python train/train_coder.py --config=configs/coder_fmnist_k4.py \
+  python train/train.py --config=configs/coder_fmnist_k4.py \
       --workdir=/tmp/coder_fmnist_k4
 """
 

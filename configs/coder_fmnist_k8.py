@@ -1,7 +1,7 @@
 """Learned polynomial code on Fashion-MNIST, K = 8, S = 3 (N = 11), at a 10% master budget.
 
 Run (from the repository root):
-  python train/train_coder.py --config=configs/coder_fmnist_k8.py \
+  python train/train.py --config=configs/coder_fmnist_k8.py \
       --workdir=/tmp/coder_fmnist_k8 --config.base_workdir=/tmp/fmnist_lenet
 
 de = 3, dh = 2, so R = 7: any 7 of the 11 workers decode exactly, and the
@@ -20,6 +20,7 @@ from configs import fashion_mnist_lenet
 
 def get_config() -> ml_collections.ConfigDict:
   config = ml_collections.ConfigDict()
+  config.task = "coder"  # train/train.py trains a learned code
   config.scheme = "polynomial"  # or "lagrange"
   config.dataset = "fashion_mnist"
   config.base = fashion_mnist_lenet.get_config()

@@ -5,7 +5,7 @@ The master fits a polynomial of degree R - 1 = 6 to the available outputs.
 Approximate threshold: decoded answers depend on which workers returned.
 
 Run:
-  python train/train_coder.py --config=configs/coder_fmnist_k8_lagrange.py \
+  python train/train.py --config=configs/coder_fmnist_k8_lagrange.py \
       --workdir=/tmp/coder_lagrange_k8 --config.base_workdir=/tmp/fmnist_lenet
 """
 

@@ -1,24 +1,26 @@
-r"""Trains a model from a config file: a base classifier, or a ParM parity model.
+r"""Trains from a config file: a base classifier, a ParM parity model or a learned code.
 
   python train/train.py --config configs/digits.py --workdir /tmp/digits
   python train/train.py --config configs/digits.py:smoke --workdir /tmp/smoke \
       --config.num_steps=8
 
-``config.task`` picks what is trained: "classifier" (the default) or "parity"
-(``configs/parm_*.py``, see docs/parm.md). Fields of the config can be
+``config.task`` picks what is trained: "classifier" (the default), "parity"
+(``configs/parm_*.py``, docs/parm.md) or "coder" (``configs/coder_*.py``,
+docs/learned_codes.md). Fields of the config can be
 overridden with ``--config.<field>=<value>``. A run in a workdir that already holds checkpoints resumes from the latest one.
 See docs/training.md.
 """
 
 from __future__ import annotations
 
+import json
 import pathlib
 import sys
 
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from jaxcoded import parity_training, training
+from jaxcoded import coder_training, parity_training, training
 
 # Config variants import their defaults (``from configs import digits``).
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
@@ -37,8 +39,13 @@ def main(argv):
     result = training.train_and_evaluate(config, _WORKDIR.value)
   elif task == "parity":
     result = parity_training.train_parity_model(config, _WORKDIR.value)
+  elif task == "coder":
+    results = coder_training.train_and_evaluate(config, _WORKDIR.value)
+    print(results.pop("load_table"))
+    print(json.dumps(results, indent=2))
+    return
   else:
-    raise app.UsageError(f"config.task must be 'classifier' or 'parity', got {task!r}.")
+    raise app.UsageError(f"config.task must be 'classifier', 'parity' or 'coder', got {task!r}.")
   logging.info("Final metrics: %s", result.final_metrics)
   if result.completed:
     print(f"step {result.step}: " + ", ".join(
