@@ -44,7 +44,7 @@ def _with(module, **overrides):
 VARIANTS = {
     "k8": lambda: _with(coder_fmnist_k8),
     "k8_features3": lambda: _with(coder_fmnist_k8, encoder_features=3),
-    "k8_features16": lambda: _with(coder_fmnist_k8, encoder_features=16, master_budget=0.25),
+    "k8_features15": lambda: _with(coder_fmnist_k8, encoder_features=15, master_budget=0.25),
     # A wider worker network (about 3.5x LeNet-5's FLOPs per worker).
     "k8_wide": lambda: _with(coder_fmnist_k8, worker_features=(32, 64)),
     # dh = 4 (two square layers) with de = 1: R = 5, more expressive workers.
