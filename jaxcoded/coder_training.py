@@ -137,6 +137,33 @@ def build_code(
   raise ValueError(f"Unknown scheme {config.scheme!r}; use 'polynomial' or 'lagrange'.")
 
 
+def load_code(workdir: str | os.PathLike, step: int | None = None) -> nnx.Module:
+  """A learned code trained by :func:`train_and_evaluate`, read back from its workdir.
+
+  Returns:
+    The PolynomialCode or LearnedLagrangeCode (eval mode) of the run's config.
+
+  Raises:
+    FileNotFoundError: not a finished or checkpointed coder workdir.
+    ValueError: the workdir holds another kind of run.
+  """
+
+  def build(config):
+    if config.get("task") != "coder":
+      raise ValueError(
+          f"{workdir} holds a {config.get('task', 'classifier')!r} run, not a learned code "
+          "(config.task == 'coder')."
+      )
+    classifier = training._build_model(config.base) if config.scheme == "lagrange" else None
+    return build_code(
+        config, models.INPUT_SHAPES[config.base.model], config.base.num_classes,
+        classifier=classifier, rngs=nnx.Rngs(0),
+    )
+
+  code, _ = training.restore_module(workdir, build, step)
+  return code
+
+
 @functools.partial(jax.jit, static_argnums=0)
 def _decode_all(graphdef, state, groups, masks):
   """Logits (M, G, K, C) and answered (M, G, K) for every mask and group."""

@@ -337,6 +337,28 @@ def load_or_train_base(
   return model
 
 
+def load_parity_model(
+    workdir: str | os.PathLike, step: int | None = None
+) -> tuple[nnx.Module, ml_collections.ConfigDict]:
+  """A parity model trained by :func:`train_parity_model`, with its run's config.
+
+  Raises:
+    FileNotFoundError: not a checkpointed parity workdir.
+    ValueError: the workdir holds another kind of run.
+  """
+
+  def build(config):
+    if config.get("task") != "parity":
+      raise ValueError(
+          f"{workdir} holds a {config.get('task', 'classifier')!r} run, not a parity model "
+          "(config.task == 'parity')."
+      )
+    kwargs = dict(config.get("model_kwargs") or {})
+    return models.create(config.model, num_classes=config.num_classes, rngs=nnx.Rngs(0), **kwargs)
+
+  return training.restore_module(workdir, build, step)
+
+
 def _check_config(config: ml_collections.ConfigDict) -> None:
   if config.get("task", "parity") != "parity":
     raise ValueError(f"train_parity_model needs config.task == 'parity', got {config.task!r}.")

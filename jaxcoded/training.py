@@ -11,7 +11,8 @@ Two layers:
   :func:`train_and_evaluate`  a base classifier from a config: data, model,
                               optimizer and schedule, then :func:`fit`.
 
-:func:`load_model` reads a trained classifier back from its workdir.
+:func:`load_model` reads a trained classifier back from its workdir,
+:func:`restore_module` any module trained by :func:`fit`.
 
 The workdir after a run::
 
@@ -635,24 +636,29 @@ def _augmented_loss(crop_padding: int) -> LossFn:
   return loss_fn
 
 
-def load_model(
-    workdir: str | os.PathLike, step: int | None = None
+def restore_module(
+    workdir: str | os.PathLike,
+    build: Callable[[ml_collections.ConfigDict], nnx.Module],
+    step: int | None = None,
 ) -> tuple[nnx.Module, ml_collections.ConfigDict]:
-  """Loads a classifier trained by :func:`train_and_evaluate` from its workdir.
+  """Any module trained by :func:`fit`, read back from its workdir.
 
-  The model is built abstractly (``nnx.eval_shape``, nothing allocated) from
-  ``config.json`` and its parameters restored from a checkpoint; the
-  optimizer state is not read.
+  The module is built abstractly (``nnx.eval_shape(lambda: build(config))``,
+  nothing allocated) from the run's ``config.json``, and its state restored
+  from a checkpoint; the optimizer state is not read.
 
   Args:
     workdir: the training run's workdir.
+    build: ``build(config) -> module`` with the same structure as the trained one.
     step: which checkpoint; default the latest.
 
   Returns:
-    (model in eval mode, the run's config).
+    (module in eval mode, the run's config).
 
   Raises:
     FileNotFoundError: no config or no checkpoint in the workdir.
+    ValueError: the checkpoint does not fit the module ``build`` makes (a
+      checkpoint of another scheme or shape).
   """
   workdir = pathlib.Path(workdir).absolute()
   config_path = workdir / CONFIG_FILE
@@ -668,13 +674,37 @@ def load_model(
           f"No checkpoint {which}in {workdir / CHECKPOINT_DIR} "
           f"(steps there: {list(manager.all_steps())})."
       )
-    graphdef, abstract_state = nnx.split(nnx.eval_shape(lambda: _build_model(config)))
-    restored = manager.restore(
-        step, args=ocp.args.Composite(model=ocp.args.StandardRestore(abstract_state))
-    )
-  model = nnx.merge(graphdef, restored["model"])
-  model.eval()
-  return model, config
+    graphdef, abstract_state = nnx.split(nnx.eval_shape(lambda: build(config)))
+    try:
+      restored = manager.restore(
+          step, args=ocp.args.Composite(model=ocp.args.StandardRestore(abstract_state))
+      )
+    except (ValueError, KeyError, TypeError) as error:
+      raise ValueError(
+          f"The checkpoint in {workdir} (step {step}) does not match the module built from its "
+          f"config.json: it was written by another scheme, model or shape. ({error})"
+      ) from error
+  module = nnx.merge(graphdef, restored["model"])
+  module.eval()
+  return module, config
+
+
+def load_model(
+    workdir: str | os.PathLike, step: int | None = None
+) -> tuple[nnx.Module, ml_collections.ConfigDict]:
+  """Loads a classifier trained by :func:`train_and_evaluate` from its workdir.
+
+  Args:
+    workdir: the training run's workdir.
+    step: which checkpoint; default the latest.
+
+  Returns:
+    (model in eval mode, the run's config).
+
+  Raises:
+    FileNotFoundError: no config or no checkpoint in the workdir.
+  """
+  return restore_module(workdir, _build_model, step)
 
 
 def read_metrics(workdir: str | os.PathLike) -> list[dict[str, float]]:

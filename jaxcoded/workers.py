@@ -42,6 +42,7 @@ from jax.sharding import AxisType, Mesh, NamedSharding, PartitionSpec as P
 from jax.typing import ArrayLike
 
 __all__ = [
+    "erase_nonfinite",
     "make_worker_mesh",
     "mask_outputs",
     "run_workers",
@@ -107,6 +108,28 @@ def mask_outputs(outputs: PyTree, mask: ArrayLike) -> PyTree:
     return jnp.where(row_mask, leaf, jnp.zeros((), leaf.dtype))
 
   return jax.tree.map(zero_rows, outputs)
+
+
+def erase_nonfinite(outputs: PyTree, mask: ArrayLike) -> tuple[PyTree, jax.Array]:
+  """Treats a worker whose output holds NaN or inf as a straggler (an erasure).
+
+  A worker that returns garbage it can detect itself (NaN, inf) is as good as
+  absent; decoding with it would poison every answer of its group.
+
+  Args:
+    outputs: (N, ...) worker outputs, or a pytree of such arrays.
+    mask: (N,) bool, True where the worker returned.
+
+  Returns:
+    (outputs with the erased and straggling rows zeroed, (N,) mask & finite).
+  """
+  mask = jnp.asarray(mask)
+  finite = mask
+  for leaf in jax.tree.leaves(outputs):
+    leaf = jnp.asarray(leaf)
+    if jnp.issubdtype(leaf.dtype, jnp.inexact):
+      finite = finite & jnp.all(jnp.isfinite(leaf.reshape(leaf.shape[0], -1)), axis=1)
+  return mask_outputs(outputs, finite), finite
 
 
 def _num_workers(coded_inputs: PyTree) -> int:
