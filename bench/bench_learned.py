@@ -49,6 +49,14 @@ VARIANTS = {
     "k8_wide": lambda: _with(coder_fmnist_k8, worker_features=(32, 64)),
     # dh = 4 (two square layers) with de = 1: R = 5, more expressive workers.
     "k8_deg4": lambda: _with(coder_fmnist_k8, encoder_degree=1, num_activations=2),
+    # The budget curve's ends: the cheapest master of this code shape (4.1%:
+    # the linear encoder alone costs about 3.6%, so 2% is out of reach at K = 8,
+    # de = 3) and a master nearly as heavy as the base classifier (86.5%).
+    "k8_head16": lambda: _with(coder_fmnist_k8, head_hidden=16, master_budget=0.05),
+    "k8_features64": lambda: _with(coder_fmnist_k8, encoder_features=64, master_budget=1.0),
+    # Training-limited (train accuracy = test accuracy): the wide worker, 4x longer.
+    "k8_wide_long": lambda: _with(coder_fmnist_k8, worker_features=(32, 64), num_steps=12000),
+    "k12_wide_long": lambda: _with(coder_fmnist_k12, worker_features=(32, 64), num_steps=12000),
     "k8_lagrange": lambda: _with(coder_fmnist_k8_lagrange),
     "k12": lambda: _with(coder_fmnist_k12),
     "k4": lambda: _with(coder_fmnist_k4),

@@ -160,7 +160,7 @@ def load_code(workdir: str | os.PathLike, step: int | None = None) -> nnx.Module
         classifier=classifier, rngs=nnx.Rngs(0),
     )
 
-  code, _ = training.restore_module(workdir, build, step)
+  code, _ = training.restore_module(workdir, build, step, abstract=False)
   return code
 
 

@@ -483,7 +483,17 @@ def fit(
         "use a fresh workdir or a larger num_steps."
     )
   if start_step:
-    _restore(manager, start_step, model, optimizer)
+    try:
+      _restore(manager, start_step, model, optimizer)
+    except Exception as error:  # Orbax and TensorStore raise bare Exceptions for damaged data.
+      manager.close()
+      raise ValueError(
+          f"Cannot resume from {workdir / CHECKPOINT_DIR / str(start_step)}: that checkpoint is "
+          f"damaged, incomplete or of another model ({type(error).__name__}: {str(error)[:300]}). "
+          "A crash does not leave such a directory (Orbax writes into '<step>.orbax-checkpoint-tmp' "
+          "and renames it when complete; those are ignored): move it away to resume from an "
+          f"earlier step (committed steps: {list(manager.all_steps())})."
+      ) from error
     logging.info("Resumed from %s at step %d.", workdir / CHECKPOINT_DIR, start_step)
   _truncate_metrics(metrics_path, start_step)
 
@@ -640,17 +650,21 @@ def restore_module(
     workdir: str | os.PathLike,
     build: Callable[[ml_collections.ConfigDict], nnx.Module],
     step: int | None = None,
+    *,
+    abstract: bool = True,
 ) -> tuple[nnx.Module, ml_collections.ConfigDict]:
   """Any module trained by :func:`fit`, read back from its workdir.
 
-  The module is built abstractly (``nnx.eval_shape(lambda: build(config))``,
-  nothing allocated) from the run's ``config.json``, and its state restored
+  The module is built from the run's ``config.json`` and its state restored
   from a checkpoint; the optimizer state is not read.
 
   Args:
     workdir: the training run's workdir.
     build: ``build(config) -> module`` with the same structure as the trained one.
     step: which checkpoint; default the latest.
+    abstract: build under ``nnx.eval_shape`` (nothing allocated); False for
+      modules whose construction computes with concrete values (the learned
+      codes' evaluation points and degree check).
 
   Returns:
     (module in eval mode, the run's config).
@@ -674,7 +688,8 @@ def restore_module(
           f"No checkpoint {which}in {workdir / CHECKPOINT_DIR} "
           f"(steps there: {list(manager.all_steps())})."
       )
-    graphdef, abstract_state = nnx.split(nnx.eval_shape(lambda: build(config)))
+    template = nnx.eval_shape(lambda: build(config)) if abstract else build(config)
+    graphdef, abstract_state = nnx.split(template)
     try:
       restored = manager.restore(
           step, args=ocp.args.Composite(model=ocp.args.StandardRestore(abstract_state))
