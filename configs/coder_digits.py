@@ -44,6 +44,7 @@ def get_config() -> ml_collections.ConfigDict:
   config.temperature = 2.0
   config.eval_num_masks = 8
   # training.fit
+  config.mesh_devices = 0  # > 1: shard_map the N workers over that many devices
   config.seed = 0
   config.log_every = 100
   config.eval_every = 0

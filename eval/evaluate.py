@@ -16,6 +16,7 @@ from __future__ import annotations
 import pathlib
 import sys
 
+import jax
 from absl import app, flags
 from ml_collections import config_flags
 
@@ -27,12 +28,17 @@ from jaxcoded import harness  # pylint: disable=g-import-not-at-top
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Comparison config file.")
 _WORKDIR = flags.DEFINE_string("workdir", None, "Output directory.")
 _PROGRESS = flags.DEFINE_boolean("progress", True, "Show a progress bar over the sweep.")
+_DISTRIBUTED = flags.DEFINE_boolean(
+    "distributed", False, "Call jax.distributed.initialize() first (one process per host)."
+)
 flags.mark_flags_as_required(["config", "workdir"])
 
 
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"Unexpected arguments: {' '.join(argv[1:])}")
+  if _DISTRIBUTED.value:
+    jax.distributed.initialize()  # coordinator from the environment (SLURM, TPU, JAX_*)
   harness.run_comparison(_CONFIG.value, _WORKDIR.value, progress=_PROGRESS.value)
   print((pathlib.Path(_WORKDIR.value) / "results.md").read_text())
 

@@ -214,18 +214,25 @@ def evaluate_code(
 
 
 @functools.lru_cache(maxsize=16)
-def make_loss_fn(distill_weight: float, temperature: float):
+def make_loss_fn(
+    distill_weight: float, temperature: float, mesh: jax.sharding.Mesh | None = None
+):
   """``loss_fn(code, batch, rng) -> (loss, metrics)`` for ``training.fit``.
 
   A random mask with between R and N available workers is drawn per group
-  from ``rng``. Cached, so runs with the same settings share the compiled step.
+  from ``rng``. With ``mesh`` (a "workers" axis dividing N) the workers of
+  every group run under ``shard_map`` over its devices; gradients are the
+  same as with ``vmap``. Cached, so runs with the same settings share the
+  compiled step.
   """
 
   def loss_fn(code, batch, rng):
     images, labels, teacher_logits = batch
     masks = sample_masks(rng, labels.shape[0], code.num_workers, code.recovery_threshold)
     graphdef, state = nnx.split(code)
-    logits = jax.vmap(lambda q, m: nnx.merge(graphdef, state)(q, m).values)(images, masks)
+    logits = jax.vmap(lambda q, m: nnx.merge(graphdef, state)(q, m, mesh=mesh).values)(
+        images, masks
+    )
     cross_entropy = optax.softmax_cross_entropy_with_integer_labels(logits, labels).mean()
     loss = cross_entropy
     if distill_weight:
@@ -236,6 +243,23 @@ def make_loss_fn(distill_weight: float, temperature: float):
     return loss, {"loss": loss, "cross_entropy": cross_entropy, "accuracy": accuracy}
 
   return loss_fn
+
+
+def _mesh(config: ml_collections.ConfigDict, num_workers: int) -> jax.sharding.Mesh | None:
+  """The device mesh of ``config.mesh_devices`` (> 1) for the worker axis, else None."""
+  devices = config.get("mesh_devices", 0) or 0
+  if devices <= 1:
+    return None
+  if devices > jax.device_count():
+    raise ValueError(
+        f"config.mesh_devices = {devices}, but only {jax.device_count()} devices are visible."
+    )
+  if num_workers % devices:
+    raise ValueError(
+        f"config.mesh_devices = {devices} must divide the N = {num_workers} workers "
+        "(each device runs N / devices workers)."
+    )
+  return workers.make_worker_mesh(devices)
 
 
 def _predict_logits(model: nnx.Module, images: np.ndarray, batch_size: int = 2000) -> np.ndarray:
@@ -259,6 +283,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
     coded accuracies by S, the master budget (design A), training time.
   """
   workdir = os.path.abspath(workdir)
+  mesh = _mesh(config, config.num_queries + config.num_stragglers)  # fail before any training
   os.makedirs(workdir, exist_ok=True)
   base_workdir = config.get("base_workdir") or os.path.join(workdir, "base")
   started = time.time()
@@ -294,7 +319,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   )
   started = time.time()
   fit = training.fit(
-      code, tx, make_loss_fn(float(config.distill_weight), float(config.temperature)),
+      code, tx,
+      make_loss_fn(float(config.distill_weight), float(config.temperature), mesh),
       lambda start: batches(start_step=start),
       num_steps=config.num_steps, workdir=workdir, config=config, learning_rate_fn=schedule,
       wrt=learned.trainable(code),

@@ -40,6 +40,7 @@ import os
 import pathlib
 import platform
 import time
+import zlib
 from typing import Any, Callable
 
 import jax
@@ -142,6 +143,7 @@ class Context:
   workdir: pathlib.Path
   train_labels: np.ndarray
   num_classes: int
+  log: Callable[[str], None] = print
   trained: dict[str, Any] = dataclasses.field(default_factory=dict)
 
 
@@ -151,7 +153,10 @@ def _trained_parity(entry: ml_collections.ConfigDict, name: str, ctx: Context):
   if name not in ctx.trained:
     workdir = _trained_workdir(entry, name, ctx)
     if not (workdir / "final_metrics.json").exists():
+      ctx.log(f"{name}: training the parity model -> {workdir}")
       parity_training.train_parity_model(_sub_config(entry, ctx), workdir)
+    else:
+      ctx.log(f"{name}: reloading the parity model from {workdir}")
     _check_trained_k(workdir, ctx.num_queries)
     model, _ = parity_training.load_parity_model(workdir)
     graphdef, params = nnx.split(model)
@@ -165,7 +170,10 @@ def _trained_code(entry: ml_collections.ConfigDict, name: str, ctx: Context):
   if name not in ctx.trained:
     workdir = _trained_workdir(entry, name, ctx)
     if not (workdir / "results.json").exists():
+      ctx.log(f"{name}: training the learned code -> {workdir}")
       coder_training.train_and_evaluate(_sub_config(entry, ctx), str(workdir))
+    else:
+      ctx.log(f"{name}: reloading the learned code from {workdir}")
     _check_trained_k(workdir, ctx.num_queries)
     ctx.trained[name] = coder_training.load_code(workdir)
   return ctx.trained[name]
@@ -549,7 +557,7 @@ def run_comparison(
   base_flops = models.flops_per_example(base_config.model, tuple(test.image_shape))
 
   ctx = Context(k, classify, base_params, base_config, base_workdir, workdir, train_labels,
-                test.num_classes)
+                test.num_classes, log)
   bank = MaskBank(config.seed, config.masks.num_random, config.masks.exhaustive_limit)
   mesh = _mesh(config)
   runs = _plan_runs(config, ctx)
@@ -572,7 +580,7 @@ def run_comparison(
         served, groups, group_labels, base_predictions, np.concatenate([m for _, m in blocks]),
         outputs=outputs, adversary=entry.get("adversary"),
         num_adversaries=entry.get("num_adversaries") or 0,
-        key=jax.random.fold_in(jax.random.key(config.seed + 1), len(records)),
+        key=_adversary_key(config.seed, name, sizes.num_workers, stragglers_[0]),
     )
     load = node_load(served, tuple(test.image_shape), base_flops)
     start = 0
@@ -627,6 +635,12 @@ def add_scheme(
   comparison.schemes[name] = ml_collections.ConfigDict(
       dict(kind=kind, position=len(comparison.schemes), **options)
   )
+
+
+def _adversary_key(seed: int, name: str, num_workers: int, first_s: int) -> jax.Array:
+  """Depends on the scheme and its masks only, so reruns and subsets agree."""
+  key = jax.random.fold_in(jax.random.key(seed + 1), zlib.crc32(name.encode()) % (1 << 31))
+  return jax.random.fold_in(jax.random.fold_in(key, num_workers), first_s)
 
 
 def _plan_runs(config, ctx) -> list[tuple[str, deployment.Deployment, list[int]]]:

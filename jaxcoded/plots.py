@@ -48,12 +48,16 @@ def write_comparison_plots(results: dict[str, Any], workdir: str | pathlib.Path)
   base_accuracy = results["base"].get("accuracy_on_groups", results["base"]["accuracy"])
   k = results["num_queries"]
   written = []
+  names = list(dict.fromkeys(r["scheme"] for r in records))
+  palette = plt.get_cmap("tab10" if len(names) <= 10 else "tab20")
+  style = {name: dict(color=palette(i % palette.N), marker="osD^v<>ph*"[i % 10])
+           for i, name in enumerate(names)}  # the same look for a scheme in every plot
 
   fig, ax = plt.subplots(figsize=(7, 4.5))
   for name, rs in _by_scheme(records).items():
     rs = sorted(rs, key=lambda r: r["S"])
     ax.errorbar([r["S"] for r in rs], [r["accuracy_mean"] for r in rs],
-                yerr=[r["accuracy_std"] for r in rs], marker="o", capsize=3, label=name)
+                yerr=[r["accuracy_std"] for r in rs], capsize=3, label=name, **style[name])
   ax.axhline(base_accuracy, color="gray", linestyle="--", label="base classifier")
   ax.set(xlabel="stragglers S", ylabel="top-1 accuracy", ylim=(0, 1),
          title=f"Accuracy vs stragglers (K = {k})")
@@ -67,7 +71,8 @@ def write_comparison_plots(results: dict[str, Any], workdir: str | pathlib.Path)
     fig, axes = plt.subplots(1, len(stragglers), figsize=(4 * len(stragglers), 4), squeeze=False)
     for ax, s in zip(axes[0], stragglers):
       for name, rs in _by_scheme([r for r in records if r["S"] == s]).items():
-        ax.scatter([r["redundancy"] for r in rs], [r["accuracy_mean"] for r in rs], label=name)
+        ax.scatter([r["redundancy"] for r in rs], [r["accuracy_mean"] for r in rs], label=name,
+                   **style[name])
       ax.axhline(base_accuracy, color="gray", linestyle="--")
       ax.set(xlabel="redundancy N / K", ylabel="top-1 accuracy", ylim=(0, 1), title=f"S = {s}")
       ax.grid(alpha=0.3)
