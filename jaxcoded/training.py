@@ -490,8 +490,9 @@ def fit(
       raise ValueError(
           f"Cannot resume from {workdir / CHECKPOINT_DIR / str(start_step)}: that checkpoint is "
           f"damaged, incomplete or of another model ({type(error).__name__}: {str(error)[:300]}). "
-          "A crash does not leave such a directory (Orbax writes into '<step>.orbax-checkpoint-tmp' "
-          "and renames it when complete; those are ignored): move it away to resume from an "
+          "A crash does not leave such a directory (Orbax writes into "
+          "'<step>.orbax-checkpoint-tmp' and renames it when complete; those are ignored): "
+          "move it away to resume from an "
           f"earlier step (committed steps: {list(manager.all_steps())})."
       ) from error
     logging.info("Resumed from %s at step %d.", workdir / CHECKPOINT_DIR, start_step)

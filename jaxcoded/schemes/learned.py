@@ -12,6 +12,9 @@ returned outputs determine it exactly: the master fits it (least squares when
 more return, the same polynomial up to rounding), evaluates it at a_k, which
 gives h(e(a_k)) whichever workers returned, and the head maps that to logits.
 New worker points can be used at deploy time (``with_worker_points``).
+With ``num_adversaries`` E >= 1 the master first locates and drops up to E
+wrong outputs among any R0 + 2E returned ones (R0 = de * dh + 1;
+``jaxcoded.robust``, docs/reliability.md), so R = R0 + 2E outputs are needed.
 
 ``LearnedLagrangeCode`` (approximate threshold). A per-query encoder network
 E, Lagrange coding u(z) through (a_k, E(x_k)), workers run the deployed base
@@ -39,7 +42,7 @@ import numpy as np
 from flax import nnx
 from jax.typing import ArrayLike
 
-from jaxcoded import coders, interp, workers
+from jaxcoded import coders, interp, robust, workers
 from jaxcoded.schemes import base, points
 
 __all__ = ["CodePoints", "LearnedLagrangeCode", "PolynomialCode", "trainable"]
@@ -106,6 +109,9 @@ class PolynomialCode(nnx.Module, base.Scheme):
     head: ``coders.DecoderHead`` (master).
     data_points: (K,) a_k.
     worker_points: (N,) b_n, N >= R.
+    num_adversaries: E >= 0 wrong worker outputs located and dropped before
+      the head (0: plain decoding).
+    rtol: the locator's consistency tolerance (None: ``robust.default_rtol``).
   """
 
   def __init__(
@@ -118,12 +124,15 @@ class PolynomialCode(nnx.Module, base.Scheme):
       *,
       check_degree: bool = True,
       seed: int = 0,
+      num_adversaries: int = 0,
+      rtol: float | None = None,
   ):
     """Assembles a code from its networks; checks the worker's degree numerically.
 
     Raises:
       ValueError: a worker that is not a polynomial of its declared degree
-        (e.g. built with a ReLU), too few workers for R, or bad points.
+        (e.g. built with a ReLU), too few workers for R (R0 + 2E with E
+        adversaries), or bad points.
     """
     degree = getattr(worker, "degree", None)
     if not isinstance(degree, int) or degree < 1:
@@ -137,11 +146,20 @@ class PolynomialCode(nnx.Module, base.Scheme):
     self.head = head
     self.data_points = CodePoints(jnp.asarray(data_points))
     self.worker_points = CodePoints(jnp.asarray(worker_points))
+    robust.check_num_errors(num_adversaries, "PolynomialCode")
+    self.num_adversaries = num_adversaries
     if self.num_workers < self.recovery_threshold:
+      formula = "de * dh + 1 + 2E" if num_adversaries else "de * dh + 1"
       raise ValueError(
           f"PolynomialCode: N = {self.num_workers} workers cannot reach the recovery threshold "
-          f"R = de * dh + 1 = {self.encoder.degree} * {degree} + 1 = {self.recovery_threshold}."
+          f"R = {formula} = {self.encoder.degree} * {degree} + 1"
+          + (f" + 2 * {num_adversaries}" if num_adversaries else "")
+          + f" = {self.recovery_threshold}."
       )
+    robust.check_config(
+        self.num_workers, self.interpolation_threshold - 1, num_adversaries, rtol, "PolynomialCode"
+    )
+    self.rtol = None if rtol is None else float(rtol)
     if check_degree:
       example = jax.random.normal(jax.random.key(seed), encoder.coded_shape)
       coders.check_polynomial_degree(
@@ -166,6 +184,8 @@ class PolynomialCode(nnx.Module, base.Scheme):
       head_hidden: int = 64,
       data_points: ArrayLike | None = None,
       worker_points: ArrayLike | None = None,
+      num_adversaries: int = 0,
+      rtol: float | None = None,
       rngs: nnx.Rngs,
   ) -> "PolynomialCode":
     """A code with default Chebyshev points and the networks of ``jaxcoded.coders``.
@@ -182,6 +202,8 @@ class PolynomialCode(nnx.Module, base.Scheme):
         the worker network (``coders.poly_cnn``); dh = power**num_activations.
       head_hidden: hidden width of the decoder head (0: per-position affine).
       data_points, worker_points: optional (K,) and (N,) points.
+      num_adversaries: E >= 0 Byzantine workers to tolerate (then N >= R0 + 2E).
+      rtol: the locator's consistency tolerance; None for the dtype's default.
       rngs: initialisation keys.
     """
     base.check_group_sizes(num_queries, 0)
@@ -194,7 +216,7 @@ class PolynomialCode(nnx.Module, base.Scheme):
         power=power, num_activations=num_activations, rngs=rngs,
     )
     head = coders.DecoderHead(num_queries, worker_out, num_classes, hidden=head_hidden, rngs=rngs)
-    return cls(encoder, worker, head, a, b)
+    return cls(encoder, worker, head, a, b, num_adversaries=num_adversaries, rtol=rtol)
 
   # -- sizes ------------------------------------------------------------------
 
@@ -207,8 +229,13 @@ class PolynomialCode(nnx.Module, base.Scheme):
     return self.worker.degree
 
   @property
+  def interpolation_threshold(self) -> int:
+    """R0 = de * dh + 1: the outputs that determine h(e(z)) when none is wrong."""
+    return self.encoder.degree * self.worker.degree + 1
+
+  @property
   def sizes(self) -> base.SchemeSizes:
-    threshold = self.encoder.degree * self.worker.degree + 1
+    threshold = self.interpolation_threshold + 2 * self.num_adversaries
     return base.SchemeSizes(
         int(self.data_points[...].shape[0]), int(self.worker_points[...].shape[0]), threshold
     )
@@ -217,7 +244,7 @@ class PolynomialCode(nnx.Module, base.Scheme):
     """The same trained code deployed on other workers (any N >= R), no retraining."""
     return PolynomialCode(
         self.encoder, self.worker, self.head, self.data_points[...], worker_points,
-        check_degree=False,
+        check_degree=False, num_adversaries=self.num_adversaries, rtol=self.rtol,
     )
 
   # -- encoding -----------------------------------------------------------------
@@ -267,15 +294,53 @@ class PolynomialCode(nnx.Module, base.Scheme):
     """(N, D) worker outputs and (N,) mask -> Decoded((K, C) logits, (K,) answered).
 
     Any R or more available outputs give the same logits up to rounding;
-    stragglers' rows are never read. Below R nothing is answered.
+    stragglers' rows are never read. Below R nothing is answered. With E >= 1
+    adversaries this is ``decode_and_locate(outputs, mask)[0]``.
     """
+    if self.num_adversaries:
+      return self.decode_and_locate(outputs, mask)[0]
     self.check_mask(mask)
     values, enough = _masked_fit_decode(
-        outputs, mask, self.worker_points[...], self.data_points[...], self.recovery_threshold
+        outputs, mask, self.worker_points[...], self.data_points[...], self.interpolation_threshold
     )
     logits = self.head(values)
     logits = jnp.where(enough, logits, jnp.zeros((), logits.dtype))
     return base.Decoded(logits, jnp.full((self.num_queries,), enough))
+
+  def robust_decode(self, outputs: ArrayLike, mask: ArrayLike) -> robust.RobustDecoded:
+    """Locates up to E wrong outputs, fits the rest, and applies the head.
+
+    The fit is ``robust.robust_polyfit`` of degree R0 - 1 from the worker
+    points to the data points with E = ``num_adversaries`` (E = 0: a
+    consistency check only); the head then maps the (K, D) fitted values to
+    logits. With at most E wrong outputs among A >= R0 + 2E returned, the
+    logits equal ``decode`` with the wrong workers absent; beyond, nothing is
+    answered where the inconsistency is detectable (docs/reliability.md).
+
+    Args:
+      outputs: (N, D) worker outputs; stragglers' rows are never read.
+      mask: (N,) bool, True where the worker returned.
+
+    Returns:
+      ``robust.RobustDecoded`` with values (K, C) logits (zeros when not
+      answered), answered (), rejected (N,), enough (), consistent (),
+      relative_residual ().
+    """
+    self.check_mask(mask)
+    fit = robust.robust_polyfit(
+        self.worker_points[...], outputs, self.data_points[...], self.interpolation_threshold - 1,
+        self.num_adversaries, mask, rtol=self.rtol,
+    )
+    logits = self.head(fit.values)
+    return fit._replace(values=jnp.where(fit.answered, logits, jnp.zeros((), logits.dtype)))
+
+  def decode_and_locate(
+      self, outputs: ArrayLike, mask: ArrayLike
+  ) -> tuple[base.Decoded, jax.Array]:
+    """``robust_decode`` as (Decoded((K, C) logits, (K,) answered), (N,) bool rejected outputs)."""
+    result = self.robust_decode(outputs, mask)
+    answered = jnp.full((self.num_queries,), result.answered)
+    return base.Decoded(result.values, answered), result.rejected
 
   def __call__(
       self,
