@@ -1,0 +1,39 @@
+"""The Ray runtime: a coded inference service over worker actors (DESIGN.md section 8).
+
+  from jaxcoded import serving
+  service = serving.CodedService.start(deployment, input_shape=(8, 8, 1),
+                                       latency=serving.latency_profile(6, model), timeout_s=0.5)
+  labels, errors = service.predict(images)
+  service.shutdown()
+
+Needs Ray (``pip install 'jaxcoded[ray]'``). See docs/serving.md.
+"""
+
+from jaxcoded.serving.latency import LatencyInjector, WorkerLatency, latency_profile
+from jaxcoded.serving.service import (
+    Answer,
+    CodedService,
+    GroupRecord,
+    QueryNotDecoded,
+    ServiceStats,
+    ServiceStopped,
+    WorkerStatus,
+    default_min_returns,
+)
+from jaxcoded.serving.worker import CodedWorker, TaskSource
+
+__all__ = [
+    "Answer",
+    "CodedService",
+    "CodedWorker",
+    "GroupRecord",
+    "LatencyInjector",
+    "QueryNotDecoded",
+    "ServiceStats",
+    "ServiceStopped",
+    "TaskSource",
+    "WorkerLatency",
+    "WorkerStatus",
+    "default_min_returns",
+    "latency_profile",
+]
