@@ -17,7 +17,10 @@ thing:
 
 ``decode`` treats a row holding NaN or inf as an erasure (that worker is
 marked unavailable for the group), so one broken worker cannot poison a
-group. ``Decoded.answered`` tells which queries were recovered.
+group. ``Decoded.answered`` tells which queries were recovered. ``__call__``
+refuses a group with a non-float, NaN or inf or misshapen query before it
+runs (``validation.check_images``, docs/bad_input.md): in a coded group one
+such query would spoil every answer.
 
 Example:
   >>> import jax.numpy as jnp
@@ -38,7 +41,7 @@ import jax
 import jax.numpy as jnp
 from jax.typing import ArrayLike
 
-from jaxcoded import workers
+from jaxcoded import validation, workers
 from jaxcoded.schemes import base
 
 __all__ = ["Deployment", "WorkerTask"]
@@ -191,8 +194,21 @@ class Deployment:
 
     Returns:
       Decoded values (K, ...) and (K,) answered flags.
+
+    Raises:
+      ValueError: queries that are not K finite float images, or whose
+        shape the encoder or the worker tasks cannot take (docs/bad_input.md);
+        a bad mask.
     """
+    validation.check_images(queries, (self.num_queries, ...), f"Deployment {self.name!r}")
     self.scheme.check_queries(queries)
     self.scheme.check_mask(mask)
-    outputs = self.run_workers(self.encode(queries), mask, mesh=mesh)
+    try:
+      outputs = self.run_workers(self.encode(queries), mask, mesh=mesh)
+    except TypeError as error:  # JAX's shape errors: say which input did not fit
+      raise ValueError(
+          f"Deployment {self.name!r}: queries of shape {jnp.shape(queries)} do not fit its "
+          f"encoder or worker tasks; pass K = {self.num_queries} images of the shape they were "
+          f"built for. ({type(error).__name__}: {error})"
+      ) from error
     return self.decode(outputs, mask)

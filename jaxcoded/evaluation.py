@@ -39,8 +39,20 @@ class MaskedAccuracy(NamedTuple):
 def make_groups(
     images: ArrayLike, labels: ArrayLike, num_queries: int
 ) -> tuple[jax.Array, jax.Array]:
-  """Cuts (n, ...) images into (G, K, ...) groups, dropping the n mod K remainder."""
+  """Cuts (n, ...) images into (G, K, ...) groups, dropping the n mod K remainder.
+
+  Raises:
+    ValueError: K not an integer >= 1, fewer than K images, or labels that
+      are not one per image.
+  """
+  if isinstance(num_queries, bool) or not isinstance(num_queries, (int, np.integer)):
+    raise ValueError(f"make_groups: K must be an integer >= 1, got {num_queries!r}.")
   images, labels = jnp.asarray(images), jnp.asarray(labels)
+  if images.ndim < 1 or labels.shape != images.shape[:1]:
+    raise ValueError(
+        f"make_groups: labels must have shape (n,), one per image, to match images of shape "
+        f"{images.shape}; got labels of shape {labels.shape}."
+    )
   if num_queries < 1 or images.shape[0] < num_queries:
     raise ValueError(
         f"make_groups: cannot form groups of K = {num_queries} from {images.shape[0]} images."

@@ -490,11 +490,19 @@ def _base_classifier(config: ml_collections.ConfigDict, workdir: pathlib.Path, l
 
 def check_config(config: ml_collections.ConfigDict) -> None:
   """Raises ValueError for a comparison config that cannot run."""
-  if not isinstance(config.num_queries, int) or config.num_queries < 1:
+  def is_int(value):
+    return isinstance(value, int) and not isinstance(value, bool)
+
+  if not is_int(config.num_queries) or config.num_queries < 1:
     raise ValueError(f"config.num_queries (K) must be an integer >= 1, got {config.num_queries!r}.")
   stragglers_ = list(config.stragglers)
-  if not stragglers_ or any(not isinstance(s, int) or s < 0 for s in stragglers_):
+  if not stragglers_ or any(not is_int(s) or s < 0 for s in stragglers_):
     raise ValueError(f"config.stragglers must be integers >= 0, got {stragglers_!r}.")
+  devices = config.get("mesh_devices", 0) or 0
+  if devices > jax.device_count():
+    raise ValueError(
+        f"config.mesh_devices = {devices}, but only {jax.device_count()} devices are visible."
+    )
   if not config.schemes:
     raise ValueError("config.schemes is empty: nothing to compare.")
   for name, entry in config.schemes.items():
@@ -502,6 +510,12 @@ def check_config(config: ml_collections.ConfigDict) -> None:
       raise ValueError(f"Scheme {name!r}: kind must be one of {KINDS}, got {entry.get('kind')!r}.")
     if entry.kind == "byzantine_berrut" and not entry.get("num_adversaries"):
       raise ValueError(f"Scheme {name!r}: byzantine_berrut needs num_adversaries >= 1.")
+    if entry.kind in ("parm", "learned") and entry.get("config") is None:
+      raise ValueError(
+          f"Scheme {name!r}: kind {entry.kind!r} needs entry.config (its training config)."
+      )
+    if entry.kind == "lcc":
+      lcc.LagrangeCode.sizes_for(config.num_queries, max(stragglers_), entry.get("degree", 1))
     if entry.get("adversary") not in (None, *adversaries.MODELS):
       raise ValueError(
           f"Scheme {name!r}: adversary must be one of {adversaries.MODELS}, got {entry.adversary!r}."
@@ -632,6 +646,8 @@ def add_scheme(
     raise ValueError(f"add_scheme({name!r}): kind must be one of {KINDS}, got {kind!r}.")
   if "schemes" not in comparison:
     comparison.schemes = ml_collections.ConfigDict()
+  if name in comparison.schemes:
+    raise ValueError(f"add_scheme: a scheme named {name!r} is already in the comparison.")
   comparison.schemes[name] = ml_collections.ConfigDict(
       dict(kind=kind, position=len(comparison.schemes), **options)
   )

@@ -34,6 +34,7 @@ from collections.abc import Callable, Sequence
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from flax import nnx
 from jax.typing import ArrayLike, DTypeLike
 
@@ -56,12 +57,20 @@ INPUT_SHAPES = {
 }
 
 
-def _check_input(model_name: str, x: jax.Array, input_shape: tuple[int, ...]) -> None:
+def _check_input(
+    model_name: str, x: ArrayLike, input_shape: tuple[int, ...], dtype: DTypeLike
+) -> jax.Array:
+  """``x`` as a (B, *input_shape) array of ``dtype``, or a ValueError saying what is wrong."""
+  x_dtype = x.dtype if hasattr(x, "dtype") else np.asarray(x).dtype
+  if not (jnp.issubdtype(x_dtype, jnp.floating) or jnp.issubdtype(x_dtype, jnp.integer)):
+    raise ValueError(f"{model_name} expects real-valued (float) images, got dtype {x_dtype}.")
+  x = jnp.asarray(x, dtype)
+  expected = f"(B, {', '.join(map(str, input_shape))})"
   if x.ndim != 4 or tuple(x.shape[1:]) != tuple(input_shape):
-    raise ValueError(
-        f"{model_name} expects images of shape (B, {', '.join(map(str, input_shape))}), "
-        f"got {tuple(x.shape)}."
-    )
+    raise ValueError(f"{model_name} expects images of shape {expected}, got {tuple(x.shape)}.")
+  if x.shape[0] == 0:
+    raise ValueError(f"{model_name} got an empty batch; pass B >= 1 images of shape {expected}.")
+  return x
 
 
 class DigitsMLP(nnx.Module):
@@ -86,8 +95,7 @@ class DigitsMLP(nnx.Module):
 
   def __call__(self, x: ArrayLike) -> jax.Array:
     """(B, 8, 8, 1) images -> (B, num_classes) logits."""
-    x = jnp.asarray(x, self.dtype)
-    _check_input("digits_mlp", x, self.input_shape)
+    x = _check_input("digits_mlp", x, self.input_shape, self.dtype)
     x = x.reshape(x.shape[0], -1)
     for layer in self.layers[:-1]:
       x = nnx.relu(layer(x))
@@ -116,8 +124,7 @@ class DigitsCNN(nnx.Module):
 
   def __call__(self, x: ArrayLike) -> jax.Array:
     """(B, 8, 8, 1) images -> (B, num_classes) logits."""
-    x = jnp.asarray(x, self.dtype)
-    _check_input("digits_cnn", x, INPUT_SHAPES["digits_cnn"])
+    x = _check_input("digits_cnn", x, INPUT_SHAPES["digits_cnn"], self.dtype)
     x = nnx.relu(self.conv1(x))
     x = nnx.relu(self.conv2(x))
     x = nnx.max_pool(x, (2, 2), strides=(2, 2))
@@ -154,8 +161,7 @@ class LeNet5(nnx.Module):
 
   def __call__(self, x: ArrayLike) -> jax.Array:
     """(B, 28, 28, 1) images -> (B, num_classes) logits."""
-    x = jnp.asarray(x, self.dtype)
-    _check_input("lenet5", x, INPUT_SHAPES["lenet5"])
+    x = _check_input("lenet5", x, INPUT_SHAPES["lenet5"], self.dtype)
     x = nnx.max_pool(nnx.relu(self.conv1(x)), (2, 2), strides=(2, 2))
     x = nnx.max_pool(nnx.relu(self.conv2(x)), (2, 2), strides=(2, 2))
     x = x.reshape(x.shape[0], -1)
@@ -215,8 +221,7 @@ class ResNet18(nnx.Module):
 
   def __call__(self, x: ArrayLike) -> jax.Array:
     """(B, 32, 32, 3) images -> (B, num_classes) logits."""
-    x = jnp.asarray(x, self.dtype)
-    _check_input("resnet18", x, INPUT_SHAPES["resnet18"])
+    x = _check_input("resnet18", x, INPUT_SHAPES["resnet18"], self.dtype)
     x = nnx.relu(self.stem_bn(self.stem_conv(x)))
     for block in self.blocks:
       x = block(x)

@@ -720,7 +720,16 @@ def load_model(
   Raises:
     FileNotFoundError: no config or no checkpoint in the workdir.
   """
-  return restore_module(workdir, _build_model, step)
+  def build(config):
+    task = config.get("task", "classifier")
+    if task != "classifier":
+      raise ValueError(
+          f"{workdir} holds a {task!r} run, not a classifier: use "
+          "coder_training.load_code or parity_training.load_parity_model."
+      )
+    return _build_model(config)
+
+  return restore_module(workdir, build, step)
 
 
 def read_metrics(workdir: str | os.PathLike) -> list[dict[str, float]]:

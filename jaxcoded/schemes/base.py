@@ -18,6 +18,7 @@ from typing import Any, Callable, NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jax.typing import ArrayLike
 
 from jaxcoded import workers
@@ -56,10 +57,13 @@ class SchemeSizes(NamedTuple):
 
 def check_group_sizes(num_queries: int, num_stragglers: int) -> None:
   """Raises ValueError unless K >= 1 and S >= 0 are integers."""
-  if not isinstance(num_queries, int) or num_queries < 1:
-    raise ValueError(f"A group needs K >= 1 queries, got K = {num_queries!r}.")
-  if not isinstance(num_stragglers, int) or num_stragglers < 0:
-    raise ValueError(f"The number of stragglers S must be >= 0, got S = {num_stragglers!r}.")
+  # bool is an int subclass: K = True would silently mean K = 1.
+  if isinstance(num_queries, bool) or not isinstance(num_queries, int) or num_queries < 1:
+    raise ValueError(f"A group needs K >= 1 queries (an integer), got K = {num_queries!r}.")
+  if isinstance(num_stragglers, bool) or not isinstance(num_stragglers, int) or num_stragglers < 0:
+    raise ValueError(
+        f"The number of stragglers S must be >= 0 (an integer), got S = {num_stragglers!r}."
+    )
 
 
 class Scheme(abc.ABC):
@@ -106,11 +110,23 @@ class Scheme(abc.ABC):
       raise ValueError(f"{type(self).__name__}: mask must be boolean, got {jnp.result_type(mask)}.")
 
   def check_queries(self, queries: ArrayLike) -> None:
+    """Raises ValueError for queries that are not K numbers along the leading axis.
+
+    Static checks only (shape and dtype), so ``encode`` stays jittable and
+    cheap; ``Deployment.__call__`` also refuses NaN, inf and non-float images
+    (``validation.check_images``).
+    """
     shape = jnp.shape(queries)
     if not shape or shape[0] != self.num_queries:
       raise ValueError(
           f"{type(self).__name__}: expected a group of K = {self.num_queries} queries along "
           f"the leading axis, got shape {shape}."
+      )
+    dtype = queries.dtype if hasattr(queries, "dtype") else np.asarray(queries).dtype
+    if not (jnp.issubdtype(dtype, jnp.integer) or jnp.issubdtype(dtype, jnp.floating)):
+      raise ValueError(
+          f"{type(self).__name__}: queries must be real numbers (a float array, e.g. "
+          f"float32, normalised as data.load returns images), got dtype {dtype}."
       )
 
   def __call__(
