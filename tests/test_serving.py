@@ -111,6 +111,21 @@ def uncoded(ray_instance, classifier):
   service.shutdown()
 
 
+@pytest.fixture(scope="module")
+def uncoded_retrying(ray_instance, classifier):
+  """Uncoded K = N = 2 with worker 1 always late, and one retry per query."""
+  served = deployment.Deployment.homogeneous(
+      "uncoded", schemes.Uncoded.create(2), classifier.classify, classifier.params
+  )
+  latency = serving.latency_profile(2, slow_workers=(1,), slow_extra_s=SLOW_S)
+  service = serving.CodedService.start(
+      served, input_shape=INPUT_SHAPE, latency=latency, max_wait_s=0.02, timeout_s=1.0,
+      max_retries=1,
+  )
+  yield service
+  service.shutdown()
+
+
 def group_records(service, groups, timeout_s=10.0):
   """The records of ``groups`` (written just after a group's last answer leaves)."""
   deadline = time.monotonic() + timeout_s
@@ -247,6 +262,41 @@ def test_uncoded_answers_each_query_as_soon_as_its_worker_returns(uncoded, class
   assert (stats.answered, stats.not_decoded) == (1, 1)
 
 
+def test_a_query_its_group_cannot_answer_is_retried_in_a_later_group(
+    uncoded_retrying, classifier
+):
+  """Slot 1 needs the late worker 1; sent again alone, it lands in slot 0."""
+  queries = classifier.images[:2]
+  futures = uncoded_retrying.submit(queries)
+  first, retried = (f.result(timeout=30) for f in futures)
+  assert (first.attempts, first.slot) == (1, 0)
+  assert (retried.attempts, retried.slot) == (2, 0) and retried.group > first.group
+  assert retried.latency_s >= uncoded_retrying.timeout_s  # waited out its first deadline
+  expected = uncoded_retrying.deployment(queries[1:2].repeat(2, axis=0), retried.mask)
+  np.testing.assert_allclose(retried.logits, expected.values[0], rtol=1e-5, atol=1e-5)
+  stats = uncoded_retrying.stats()
+  assert (stats.answered, stats.retried, stats.not_decoded, stats.errored) == (2, 1, 0, 0)
+
+
+def test_retries_are_spent_before_a_query_fails(uncoded_retrying, classifier):
+  """Two queries in slot 1 in turn: the second retry group holds both, one fails for good."""
+  before = uncoded_retrying.stats()
+  # Three queries: group A = (q0, q1), group B = (q2, pad). q1 is retried into a
+  # later group; whichever query lands in slot 1 of a group after its one retry fails.
+  futures = uncoded_retrying.submit(classifier.images[:3])
+  outcomes = [f.exception(timeout=60) or f.result() for f in futures]
+  errors = [o for o in outcomes if isinstance(o, serving.QueryNotDecoded)]
+  answers = [o for o in outcomes if isinstance(o, serving.Answer)]
+  assert len(answers) + len(errors) == 3 and answers
+  assert all(e.attempts == 2 and e.slot == 1 for e in errors)
+  assert all("attempt 2" in str(e) for e in errors)
+  stats = uncoded_retrying.stats()
+  assert stats.answered - before.answered == len(answers)
+  assert stats.not_decoded - before.not_decoded == len(errors)
+  assert stats.retried - before.retried >= 1
+  assert stats.pending == 0
+
+
 def test_submit_after_shutdown_raises(fragile, classifier):
   fragile.shutdown()
   with pytest.raises(serving.ServiceStopped):
@@ -307,6 +357,9 @@ def test_service_arguments_are_checked(classifier):
     )
   with pytest.raises(ValueError, match="min_returns"):
     serving.CodedService.start(served, input_shape=INPUT_SHAPE, min_returns=3)
+  for max_retries in (-1, 1.5, True):
+    with pytest.raises(ValueError, match="max_retries must be an integer >= 0"):
+      serving.CodedService.start(served, input_shape=INPUT_SHAPE, max_retries=max_retries)
 
 
 def load_classifier_task(workdir):

@@ -25,7 +25,10 @@ The path of one query (DESIGN.md section 1):
    worker.
 5. Each query gets an :class:`Answer` (with the mask it was decoded from), or
    an explicit :class:`QueryNotDecoded` at the deadline that says which workers
-   returned, failed or were late. No query is dropped.
+   returned, failed or were late. No query is dropped. With ``max_retries > 0``
+   a query its group could not answer is first sent again, in a later group
+   (``stats().retried`` counts the re-sends), and fails only once its
+   attempts are spent.
 
 A worker that dies (``RayActorError``) or raises counts as a straggler for its
 group; Ray restarts the actor. A worker output with NaN or inf is erased.
@@ -97,6 +100,7 @@ class Answer(NamedTuple):
     latency_s: seconds from ``submit`` to the answer.
     mask: (N,) bool, the workers whose outputs it was decoded from:
       ``deployment(group queries, mask).values[slot]`` computes the same.
+    attempts: the groups the query was sent in (1 unless it was retried).
   """
 
   logits: np.ndarray
@@ -105,6 +109,7 @@ class Answer(NamedTuple):
   slot: int
   latency_s: float
   mask: np.ndarray
+  attempts: int = 1
 
 
 class QueryNotDecoded(RuntimeError):
@@ -118,6 +123,8 @@ class QueryNotDecoded(RuntimeError):
     recovery_threshold: R of the scheme.
     timeout_s: the group's deadline, seconds after dispatch.
     latency_s: seconds from ``submit`` to this error.
+    attempts: the groups the query was sent in; the attributes above describe
+      the last one.
   """
 
   def __init__(
@@ -128,6 +135,7 @@ class QueryNotDecoded(RuntimeError):
       recovery_threshold: int,
       timeout_s: float,
       latency_s: float,
+      attempts: int = 1,
   ):
     self.group = group
     self.slot = slot
@@ -136,12 +144,20 @@ class QueryNotDecoded(RuntimeError):
     self.recovery_threshold = recovery_threshold
     self.timeout_s = timeout_s
     self.latency_s = latency_s
+    self.attempts = attempts
     counts = collections.Counter(worker_status)
     workers = ", ".join(f"{n}: {s}" for n, s in enumerate(worker_status))
+    tries = f" (attempt {attempts}; earlier attempts failed too)" if attempts > 1 else ""
     super().__init__(
-        f"Query {slot} of group {group} was not decoded within {timeout_s:g} s: "
+        f"Query {slot} of group {group} was not decoded within {timeout_s:g} s{tries}: "
         f"{self.num_returned} of {len(worker_status)} workers returned in time (R = "
         f"{recovery_threshold}; {dict(counts)}). Workers: {workers}."
+    )
+
+  def __reduce__(self):  # Pickles (e.g. across Ray or process pools) with its attributes.
+    return type(self), (
+        self.group, self.slot, self.worker_status, self.recovery_threshold, self.timeout_s,
+        self.latency_s, self.attempts,
     )
 
 
@@ -185,7 +201,10 @@ class ServiceStats:
     submitted: queries accepted by ``submit`` (rejected ones not included).
     rejected: queries refused at submit time (bad shape, dtype or values).
     answered: queries answered.
-    not_decoded: queries that got a :class:`QueryNotDecoded`.
+    not_decoded: queries that got a :class:`QueryNotDecoded` (after their
+      last attempt).
+    retried: re-sends of queries that their group could not answer (with
+      ``max_retries``); a query sent three times counts 2.
     groups: groups dispatched.
     padded_slots: empty slots of partial groups.
     worker_failures: worker calls that raised ``RayActorError`` (the actor
@@ -201,6 +220,7 @@ class ServiceStats:
   rejected: int = 0
   answered: int = 0
   not_decoded: int = 0
+  retried: int = 0
   groups: int = 0
   padded_slots: int = 0
   worker_failures: int = 0
@@ -214,12 +234,18 @@ class ServiceStats:
     """Accepted queries not yet answered or failed."""
     return self.submitted - self.answered - self.not_decoded
 
+  @property
+  def errored(self) -> int:
+    """Queries whose future raised: rejected at submit, or not decoded."""
+    return self.rejected + self.not_decoded
+
 
 @dataclasses.dataclass
 class _Query:
   image: np.ndarray
   future: concurrent.futures.Future
   submitted: float
+  attempts: int = 1
 
 
 @dataclasses.dataclass
@@ -281,6 +307,7 @@ class CodedService:
       max_wait_s: float,
       timeout_s: float,
       min_returns: int,
+      max_retries: int,
       shed_late_calls: bool,
       keep_groups: int,
       max_groups_in_flight: int,
@@ -296,6 +323,7 @@ class CodedService:
     self.max_wait_s = max_wait_s
     self.timeout_s = timeout_s
     self.min_returns = min_returns
+    self.max_retries = max_retries
     self.shed_late_calls = shed_late_calls
     self._workers = workers
     self._encode = encode
@@ -328,6 +356,7 @@ class CodedService:
       max_wait_s: float = 0.01,
       timeout_s: float = 1.0,
       min_returns: int | None = None,
+      max_retries: int = 0,
       shed_late_calls: bool = True,
       task_sources: Sequence[worker_lib.TaskSource] | None = None,
       address: str | None = None,
@@ -349,6 +378,11 @@ class CodedService:
       timeout_s: a group's deadline, seconds after it is sent to the workers.
       min_returns: outputs in before the first decode of a group (default:
         :func:`default_min_returns`).
+      max_retries: times a query its group could not answer by the deadline
+        is sent again, in a later group, before it fails with
+        :class:`QueryNotDecoded` (0: never). A retry helps against transient
+        faults (a worker restarting, a burst of stragglers); its latency adds
+        up to ``timeout_s`` per attempt.
       shed_late_calls: workers skip a call that starts after its group's
         deadline (sent with the call), so a slow worker sheds its backlog.
       task_sources: optional N task sources overriding ``deployment.worker(n)``,
@@ -379,6 +413,12 @@ class CodedService:
       min_returns = default_min_returns(scheme)
     if not 1 <= min_returns <= n:
       raise ValueError(f"CodedService: min_returns must be in 1..{n}, got {min_returns!r}.")
+    if isinstance(max_retries, bool) or not isinstance(max_retries, (int, np.integer)) or (
+        max_retries < 0
+    ):
+      raise ValueError(
+          f"CodedService: max_retries must be an integer >= 0, got {max_retries!r}."
+      )
     latencies = _per_worker(latency, n)
     if task_sources is None:
       task_sources = [deployment.worker(i) for i in range(n)]
@@ -413,7 +453,8 @@ class CodedService:
       raise
     return cls(
         deployment, workers, input_shape=input_shape, dtype=dtype, max_wait_s=max_wait_s,
-        timeout_s=timeout_s, min_returns=min_returns, shed_late_calls=shed_late_calls,
+        timeout_s=timeout_s, min_returns=min_returns, max_retries=int(max_retries),
+        shed_late_calls=shed_late_calls,
         keep_groups=keep_groups, max_groups_in_flight=max_groups_in_flight, encode=encode,
         decode=decode, output_example=np.zeros_like(outputs[0]),
         incarnations=[{incarnation} for _, incarnation in probes], owns_ray=owns_ray,
@@ -510,7 +551,11 @@ class CodedService:
     return len(self._workers)
 
   def shutdown(self) -> None:
-    """Serves what was submitted, then stops the workers (and Ray, if it started it)."""
+    """Serves what was submitted, then stops the workers (and Ray, if it started it).
+
+    A query whose group fails once shutdown has begun is not retried: it gets
+    its :class:`QueryNotDecoded` at once.
+    """
     with self._lock:
       if self._stopped:
         return
@@ -582,10 +627,10 @@ class CodedService:
       refs = [w.run.remote(coded[n], deadline) for n, w in enumerate(self._workers)]
     except Exception as error:  # An encoder failure fails its queries, not the service.
       _LOG.exception("group %d: dispatch failed", group_id)
-      for q in batch:
-        _resolve(q.future, error=error)
       with self._lock:
         self._counts["not_decoded"] += len(batch)
+      for q in batch:
+        _resolve(q.future, error=error)
       return
     with self._lock:
       self._counts["groups"] += 1
@@ -602,9 +647,9 @@ class CodedService:
       _LOG.exception("group %d: collection failed", group.id)
       for q in group.queries:
         if not q.future.done():
-          _resolve(q.future, error=error)
           with self._lock:
             self._counts["not_decoded"] += 1
+          _resolve(q.future, error=error)
 
   def _collect_outputs(self, group: _Group, answers: "_GroupAnswers"):
     """Collects outputs until every real query is answered or the deadline passes.
@@ -648,41 +693,58 @@ class CodedService:
   ) -> None:
     """Answers the real queries that ``decoded`` answers and that are still waiting."""
     now = time.monotonic()
-    released = 0
+    released = []
     for slot, q in enumerate(group.queries):
       if answers.resolved[slot] or not decoded.answered[slot]:
         continue
       logits = decoded.values[slot]
       answers.resolved[slot] = True
       answers.masks[slot] = mask
-      released += 1
-      _resolve(q.future, Answer(
-          logits, int(np.argmax(logits)), group.id, slot, now - q.submitted, mask.copy()
-      ))
+      released.append((q.future, Answer(
+          logits, int(np.argmax(logits)), group.id, slot, now - q.submitted, mask.copy(),
+          q.attempts,
+      )))
+    # Counted before the futures resolve: a client that holds its answer sees it counted.
     with self._lock:
-      self._counts["answered"] += released
+      self._counts["answered"] += len(released)
+    for future, answer in released:
+      _resolve(future, answer)
 
   def _finish(
       self, group: _Group, answers: "_GroupAnswers", mask: np.ndarray, status: tuple[str, ...]
   ) -> None:
-    """Explicit errors for the queries left unanswered; the group's record."""
+    """Retries or explicit errors for the queries left unanswered; the group's record."""
     finished = time.monotonic()
-    failed = 0
+    failed = []
     for slot, q in enumerate(group.queries):
-      if answers.resolved[slot]:
+      if answers.resolved[slot] or self._retry(q):
         continue
-      failed += 1
-      _resolve(q.future, error=QueryNotDecoded(
+      failed.append((q.future, QueryNotDecoded(
           group.id, slot, status, self.deployment.scheme.recovery_threshold, self.timeout_s,
-          finished - q.submitted,
-      ))
+          finished - q.submitted, q.attempts,
+      )))
     with self._lock:
-      self._counts["not_decoded"] += failed
+      self._counts["not_decoded"] += len(failed)
       if self._records is not None:
         self._records.append(GroupRecord(
             group.id, group.padded, len(group.queries), mask, answers.resolved.copy(),
             answers.masks.copy(), status, finished - group.dispatched,
         ))
+    for future, error in failed:
+      _resolve(future, error=error)
+
+  def _retry(self, query: _Query) -> bool:
+    """Queues ``query`` again if it has attempts left and the service is running."""
+    if query.attempts > self.max_retries or query.future.cancelled():
+      return False
+    with self._lock:
+      # Under the lock that ``shutdown`` takes to queue its stop marker: a retry
+      # is queued before the marker (and served), or not at all (and fails).
+      if self._stopped:
+        return False
+      self._counts["retried"] += 1
+      self._queue.put(_Query(query.image, query.future, query.submitted, query.attempts + 1))
+    return True
 
   def _receive(self, ref: ray.ObjectRef, n: int, outputs: list, status: list) -> None:
     """Worker n's reply, in time for its group: its output, or why there is none."""
