@@ -245,23 +245,6 @@ def make_loss_fn(
   return loss_fn
 
 
-def _mesh(config: ml_collections.ConfigDict, num_workers: int) -> jax.sharding.Mesh | None:
-  """The device mesh of ``config.mesh_devices`` (> 1) for the worker axis, else None."""
-  devices = config.get("mesh_devices", 0) or 0
-  if devices <= 1:
-    return None
-  if devices > jax.device_count():
-    raise ValueError(
-        f"config.mesh_devices = {devices}, but only {jax.device_count()} devices are visible."
-    )
-  if num_workers % devices:
-    raise ValueError(
-        f"config.mesh_devices = {devices} must divide the N = {num_workers} workers "
-        "(each device runs N / devices workers)."
-    )
-  return workers.make_worker_mesh(devices)
-
-
 def _predict_logits(model: nnx.Module, images: np.ndarray, batch_size: int = 2000) -> np.ndarray:
   forward = nnx.jit(lambda m, x: m(x))
   return np.concatenate([
@@ -283,7 +266,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
     coded accuracies by S, the master budget (design A), training time.
   """
   workdir = os.path.abspath(workdir)
-  mesh = _mesh(config, config.num_queries + config.num_stragglers)  # fail before any training
+  mesh = workers.mesh_for_config(
+      config.get("mesh_devices"), config.num_queries + config.num_stragglers
+  )  # fail before any training
   os.makedirs(workdir, exist_ok=True)
   base_workdir = config.get("base_workdir") or os.path.join(workdir, "base")
   started = time.time()

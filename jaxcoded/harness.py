@@ -49,7 +49,9 @@ import ml_collections
 import numpy as np
 from flax import nnx
 
-from jaxcoded import adversaries, data, deployment, evaluation, models, stragglers, workers
+from jaxcoded import (
+    adversaries, data, deployment, evaluation, load, models, stragglers, workers,
+)
 from jaxcoded.schemes import base, berrut, berrut_byzantine, lcc, replication, uncoded
 from jaxcoded.schemes import parm as parm_scheme
 
@@ -434,23 +436,17 @@ def node_load(
   queries = jax.ShapeDtypeStruct((k, *query_shape), jnp.float32)
   coded = jax.eval_shape(served.encode, queries)
   one_input = jax.ShapeDtypeStruct(coded.shape[1:], coded.dtype)
-  worker_flops = max(_flops(lambda x, t=task: t.run(x), one_input) for task in served.tasks)
+  worker_flops = max(
+      load.xla_flops(lambda x, t=task: t.run(x), one_input, compiled=False)
+      for task in served.tasks
+  )
   output = jax.eval_shape(served.tasks[0].run, one_input)
   outputs = jax.ShapeDtypeStruct((n, *output.shape), output.dtype)
   mask = jax.ShapeDtypeStruct((n,), jnp.bool_)
-  master = _flops(served.encode, queries) + _flops(
-      lambda y, m: served.decode(y, m).values, outputs, mask
+  master = load.xla_flops(served.encode, queries, compiled=False) + load.xla_flops(
+      lambda y, m: served.decode(y, m).values, outputs, mask, compiled=False
   )
   return dict(master_fraction=master / k / base_flops, worker_fraction=worker_flops / base_flops)
-
-
-def _flops(fn: Callable, *args) -> float:
-  # The lowered module's cost analysis: the same count as the compiled one's
-  # for these programs, without paying for a compilation.
-  cost = jax.jit(fn).lower(*args).cost_analysis()
-  if isinstance(cost, (list, tuple)):
-    cost = cost[0] if cost else {}
-  return float((cost or {}).get("flops", 0.0))
 
 
 # ---------------------------------------------------------------------------
@@ -498,11 +494,7 @@ def check_config(config: ml_collections.ConfigDict) -> None:
   stragglers_ = list(config.stragglers)
   if not stragglers_ or any(not is_int(s) or s < 0 for s in stragglers_):
     raise ValueError(f"config.stragglers must be integers >= 0, got {stragglers_!r}.")
-  devices = config.get("mesh_devices", 0) or 0
-  if devices > jax.device_count():
-    raise ValueError(
-        f"config.mesh_devices = {devices}, but only {jax.device_count()} devices are visible."
-    )
+  workers.mesh_for_config(config.get("mesh_devices"))
   if not config.schemes:
     raise ValueError("config.schemes is empty: nothing to compare.")
   for name, entry in config.schemes.items():
@@ -573,7 +565,7 @@ def run_comparison(
   ctx = Context(k, classify, base_params, base_config, base_workdir, workdir, train_labels,
                 test.num_classes, log)
   bank = MaskBank(config.seed, config.masks.num_random, config.masks.exhaustive_limit)
-  mesh = _mesh(config)
+  mesh = workers.mesh_for_config(config.get("mesh_devices"))
   runs = _plan_runs(config, ctx)
   records, deadline_records = [], []
   deadline = config.masks.get("deadline")
@@ -692,17 +684,6 @@ def _deadline_design_s(entry, config) -> int:
   if entry.kind in SIZED_KINDS:
     return config.masks.deadline.get("design_stragglers", 1)
   return list(config.stragglers)[0]
-
-
-def _mesh(config):
-  devices = config.get("mesh_devices", 0) or 0
-  if devices <= 1:
-    return None
-  if devices > jax.device_count():
-    raise ValueError(
-        f"config.mesh_devices = {devices}, but only {jax.device_count()} devices are visible."
-    )
-  return workers.make_worker_mesh(devices)
 
 
 def _usable_mesh(mesh, served):

@@ -40,6 +40,8 @@ import jax.numpy as jnp
 import numpy as np
 from jax.typing import ArrayLike, DTypeLike
 
+from jaxcoded import linalg
+
 __all__ = [
     "apply_matrix",
     "berrut_matrix",
@@ -293,10 +295,10 @@ def _polyfit_matrix(nodes, targets, mask, degree):
   design = _chebyshev_vandermonde((nodes - centre) / half_width, degree)
   design = jnp.where(mask[:, None], design, 0.0)  # unavailable rows carry no information
   evaluate = _chebyshev_vandermonde((targets - centre) / half_width, degree)
-  # Least squares by QR: evaluate @ pinv(design) = evaluate @ R^-1 @ Q^T.
-  q, r = jnp.linalg.qr(design, mode="reduced")
-  coeffs_map = jax.scipy.linalg.solve_triangular(r, q.T, lower=False)  # (degree + 1, N)
-  matrix = evaluate @ coeffs_map
+  # Least squares by QR: evaluate @ pinv(design) = (evaluate @ R^-1) @ Q^T. The QR
+  # and the solve are plain XLA operations, not LAPACK calls (see jaxcoded.linalg).
+  q, r = linalg.householder_qr(design)
+  matrix = linalg.solve_upper_triangular_right(r, evaluate) @ q.T
   matrix = jnp.where(mask[None, :], matrix, 0.0)
   enough = jnp.sum(mask) >= degree + 1
   return jnp.where(enough, matrix, jnp.nan)

@@ -13,8 +13,8 @@ K queries, in both system designs (DESIGN.md section 4.6):
 
 FLOPs are XLA's cost analysis of the compiled computation of each node
 (``cost_analysis()['flops']``: a multiply-add counts 2, elementwise work is
-included; LAPACK calls of the N x R least-squares fit are not counted, a few
-hundred FLOPs at these sizes). Bytes count the arrays a node sends and
+included, the N x R least-squares fit too: it is plain XLA operations, see
+jaxcoded.linalg). Bytes count the arrays a node sends and
 receives, at ``bytes_per_value`` per number. The master's FLOPs per query as a
 fraction of the base classifier's (``models.flops_per_example``) is the
 *master budget*; ``check_master_budget`` refuses a configuration over budget.
@@ -34,6 +34,7 @@ __all__ = [
     "check_master_budget",
     "code_load",
     "format_load_table",
+    "xla_flops",
 ]
 
 
@@ -87,12 +88,18 @@ class DesignLoad(NamedTuple):
     return self.worker.flops / self.base_flops_per_query
 
 
-def _flops(fn, *args) -> float:
-  """XLA's FLOP count of ``fn(*args)`` (args may be ShapeDtypeStructs)."""
-  cost = jax.jit(fn).lower(*args).compile().cost_analysis()
+def xla_flops(fn, *args, compiled: bool = True) -> float:
+  """XLA's FLOP count of ``fn(*args)`` (args may be ShapeDtypeStructs).
+
+  ``compiled=False`` reads the cost analysis of the lowered module instead,
+  which skips the compilation; for the programs of this library (LeNet-5, the
+  coders, the decoders) it gives the same count.
+  """
+  lowered = jax.jit(fn).lower(*args)
+  cost = (lowered.compile() if compiled else lowered).cost_analysis()
   if isinstance(cost, (list, tuple)):
-    cost = cost[0]
-  return float(cost.get("flops", 0.0))
+    cost = cost[0] if cost else {}
+  return float((cost or {}).get("flops", 0.0))
 
 
 def _size(shape) -> int:
@@ -132,13 +139,13 @@ def code_load(
   outputs = jax.ShapeDtypeStruct((n, *output.shape), dtype)
   mask = jax.ShapeDtypeStruct((n,), jnp.bool_)
 
-  decode_flops = _flops(lambda y, m: code.decode(y, m).values, outputs, mask)
+  decode_flops = xla_flops(lambda y, m: code.decode(y, m).values, outputs, mask)
   one_input = jax.ShapeDtypeStruct(coded.shape[1:], dtype)
-  h_flops = _flops(lambda x: worker_fn(worker_params, x), one_input)
+  h_flops = xla_flops(lambda x: worker_fn(worker_params, x), one_input)
   out_bytes = _size(output.shape) * bytes_per_value
   coded_bytes = _size(coded.shape[1:]) * bytes_per_value
   if design == "A":
-    encode_flops = _flops(code.encode, queries)
+    encode_flops = xla_flops(code.encode, queries)
     master = NodeLoad(encode_flops + decode_flops, n * coded_bytes, n * out_bytes)
     worker = NodeLoad(h_flops, out_bytes, coded_bytes)
   else:
@@ -146,7 +153,7 @@ def code_load(
       fn, params = code.worker_side_fn(q)
       return fn(params, point)
 
-    worker_flops = _flops(worker_b, queries, jax.ShapeDtypeStruct((), dtype))
+    worker_flops = xla_flops(worker_b, queries, jax.ShapeDtypeStruct((), dtype))
     master = NodeLoad(decode_flops, n * bytes_per_value, n * out_bytes)
     worker = NodeLoad(
         worker_flops, out_bytes, bytes_per_value, bytes_read=_size(query_shape) * bytes_per_value

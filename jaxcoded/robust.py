@@ -66,7 +66,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.typing import ArrayLike, DTypeLike
 
-from jaxcoded import interp, stragglers
+from jaxcoded import interp, linalg, stragglers
 
 __all__ = [
     "MAX_CANDIDATES",
@@ -208,7 +208,7 @@ def _candidate_residual(basis: jax.Array, values: jax.Array, keep: jax.Array) ->
   """
   a = jnp.where(keep[:, None], basis, 0.0)
   y = jnp.where(keep[:, None], values, 0.0)
-  q, _ = jnp.linalg.qr(a, mode="reduced")
+  q, _ = linalg.householder_qr(a)  # no LAPACK call: see jaxcoded.linalg
   ssr = jnp.sum(jnp.square(y - q @ (q.T @ y)))
   return jnp.where(jnp.isfinite(ssr), ssr, jnp.inf)
 

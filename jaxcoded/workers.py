@@ -51,6 +51,38 @@ __all__ = [
 PyTree = Any
 
 
+def mesh_for_config(mesh_devices: int | None, num_workers: int | None = None) -> Mesh | None:
+  """The worker mesh a config's ``mesh_devices`` asks for, or None for one device.
+
+  Args:
+    mesh_devices: devices to spread the workers over; 0, 1 or None: no mesh
+      (``vmap`` on one device).
+    num_workers: when given, N must be a multiple of ``mesh_devices`` (each
+      device runs N / devices workers).
+
+  Returns:
+    ``make_worker_mesh(mesh_devices)``, or None.
+
+  Raises:
+    ValueError: more devices than are visible, or N not a multiple of them.
+  """
+  devices = mesh_devices or 0
+  if isinstance(devices, bool) or not isinstance(devices, (int, np.integer)) or devices < 0:
+    raise ValueError(f"config.mesh_devices must be an integer >= 0, got {mesh_devices!r}.")
+  if devices <= 1:
+    return None
+  if devices > jax.device_count():
+    raise ValueError(
+        f"config.mesh_devices = {devices}, but only {jax.device_count()} devices are visible."
+    )
+  if num_workers is not None and num_workers % devices:
+    raise ValueError(
+        f"config.mesh_devices = {devices} must divide the N = {num_workers} workers "
+        "(each device runs N / devices workers)."
+    )
+  return make_worker_mesh(int(devices))
+
+
 def make_worker_mesh(
     num_devices: int | None = None,
     axis_name: str = "workers",

@@ -38,7 +38,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.typing import ArrayLike, DTypeLike
 
-from jaxcoded import interp, stragglers
+from jaxcoded import interp, linalg, stragglers
 from jaxcoded.schemes import base, points
 
 __all__ = ["ByzantineBerrutCode"]
@@ -55,7 +55,7 @@ def _residual(design: jax.Array, values: jax.Array, keep: jax.Array) -> jax.Arra
   """
   a = jnp.where(keep[:, None], design, 0.0)
   y = jnp.where(keep[:, None], values, 0.0)
-  q, _ = jnp.linalg.qr(a, mode="reduced")
+  q, _ = linalg.householder_qr(a)  # no LAPACK call: see jaxcoded.linalg
   r = y - q @ (q.T @ y)
   ssr = jnp.sum(jnp.square(r))
   return jnp.where(jnp.isfinite(ssr), ssr, jnp.inf)

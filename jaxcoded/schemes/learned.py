@@ -361,16 +361,21 @@ class PolynomialCode(nnx.Module, base.Scheme):
     Returns:
       Decoded (K, C) logits and (K,) answered flags.
     """
-    _check_design(design)
-    self.check_queries(queries)
-    self.check_mask(mask)
-    if design == "A":
-      worker_fn, params = self.worker_fn()
-      outputs = workers.run_workers(worker_fn, params, self.encode(queries), mask, mesh=mesh)
-    else:
-      worker_fn, params = self.worker_side_fn(queries)
-      outputs = workers.run_workers(worker_fn, params, self.worker_points[...], mask, mesh=mesh)
-    return self.decode(outputs, mask)
+    return _serve_group(self, queries, mask, design, mesh)
+
+
+def _serve_group(code, queries, mask, design: str, mesh) -> base.Decoded:
+  """One group through either system design: encode, run the N workers, decode."""
+  _check_design(design)
+  code.check_queries(queries)
+  code.check_mask(mask)
+  if design == "A":
+    worker_fn, params = code.worker_fn()
+    outputs = workers.run_workers(worker_fn, params, code.encode(queries), mask, mesh=mesh)
+  else:  # each worker encodes its own input from the K queries and its point b_n
+    worker_fn, params = code.worker_side_fn(queries)
+    outputs = workers.run_workers(worker_fn, params, code.worker_points[...], mask, mesh=mesh)
+  return code.decode(outputs, mask)
 
 
 class LearnedLagrangeCode(nnx.Module, base.Scheme):
@@ -499,13 +504,4 @@ class LearnedLagrangeCode(nnx.Module, base.Scheme):
       mesh: jax.sharding.Mesh | None = None,
   ) -> base.Decoded:
     """Encode, run the frozen classifier on every worker, fit and decode (one group)."""
-    _check_design(design)
-    self.check_queries(queries)
-    self.check_mask(mask)
-    if design == "A":
-      worker_fn, params = self.worker_fn()
-      outputs = workers.run_workers(worker_fn, params, self.encode(queries), mask, mesh=mesh)
-    else:
-      worker_fn, params = self.worker_side_fn(queries)
-      outputs = workers.run_workers(worker_fn, params, self.worker_points[...], mask, mesh=mesh)
-    return self.decode(outputs, mask)
+    return _serve_group(self, queries, mask, design, mesh)
