@@ -5,7 +5,7 @@
 #
 #   bash eval/reproduce.sh [--full] [WORKDIR]      (default WORKDIR: /tmp/jaxcoded-reproduce)
 #
-# CPU scale (default): K = 8, about 25 minutes on a 2-core CPU.
+# CPU scale (default): K = 8, about 18 minutes on a 2-core CPU (3 of them evaluating).
 # --full: K = 8, 10 and 12 with longer learned-code training and more masks
 # (the paper-sized run; hours on a CPU, minutes on a GPU).
 # The base classifier is trained once into WORKDIR/base and shared. Reruns
