@@ -62,7 +62,10 @@ def trainable(code: nnx.Module) -> Any:
 
 
 def _default_points(num_queries: int, num_workers: int, data_points, worker_points, what: str):
-  default_data, default_workers = points.default_points(num_queries, num_workers)
+  # Second-kind worker points even at N = K + 1: the trained codes were trained on them.
+  default_data, default_workers = points.default_points(
+      num_queries, num_workers, avoid_midpoints=False
+  )
   a = default_data if data_points is None else jnp.asarray(data_points)
   b = default_workers if worker_points is None else jnp.asarray(worker_points)
   points.check_points(a, b, what)
