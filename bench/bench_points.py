@@ -20,9 +20,8 @@ from __future__ import annotations
 import jax
 import numpy as np
 from absl import app, flags
-from flax import nnx
 
-from jaxcoded import data, evaluation, interp, schemes, stragglers, training
+from jaxcoded import data, evaluation, interp, parity_training, schemes, stragglers, training
 from jaxcoded.schemes import points
 
 _BASE = flags.DEFINE_string("base_workdir", None, "Workdir of a trained base classifier.")
@@ -42,11 +41,7 @@ def main(argv):
   del argv
   model, config = training.load_model(_BASE.value)
   test = data.load(config.dataset, "test", seed=None)
-  graphdef, params = nnx.split(model)
-
-  def classify(params, x):
-    return nnx.merge(graphdef, params)(x[None])[0]
-
+  classify, params = parity_training.as_worker_fn(model)
   rows = []
   for k in (int(v) for v in _SIZES.value):
     data_points = interp.chebyshev_points(k, kind=1)

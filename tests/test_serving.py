@@ -8,6 +8,7 @@ starting worker actors takes seconds on a 2-core machine):
 - ``fragile``: Berrut K = 2, S = 1 (N = 3); worker 0 dies on its first call,
   worker 1 is always late, so a group can only decode once worker 0 is back.
 - ``uncoded``: K = N = 2; worker 1 is always late.
+- ``uncoded_retrying``: the same, with ``max_retries=1``.
 """
 
 from __future__ import annotations
@@ -98,30 +99,29 @@ def fragile(ray_instance, classifier):
   service.shutdown()
 
 
-@pytest.fixture(scope="module")
-def uncoded(ray_instance, classifier):
+def start_uncoded(classifier, max_retries=0):
+  """Uncoded K = N = 2 with worker 1 always late."""
   served = deployment.Deployment.homogeneous(
       "uncoded", schemes.Uncoded.create(2), classifier.classify, classifier.params
   )
   latency = serving.latency_profile(2, slow_workers=(1,), slow_extra_s=SLOW_S)
-  service = serving.CodedService.start(
-      served, input_shape=INPUT_SHAPE, latency=latency, max_wait_s=0.02, timeout_s=1.0
+  return serving.CodedService.start(
+      served, input_shape=INPUT_SHAPE, latency=latency, max_wait_s=0.02, timeout_s=1.0,
+      max_retries=max_retries,
   )
+
+
+@pytest.fixture(scope="module")
+def uncoded(ray_instance, classifier):
+  service = start_uncoded(classifier)
   yield service
   service.shutdown()
 
 
 @pytest.fixture(scope="module")
 def uncoded_retrying(ray_instance, classifier):
-  """Uncoded K = N = 2 with worker 1 always late, and one retry per query."""
-  served = deployment.Deployment.homogeneous(
-      "uncoded", schemes.Uncoded.create(2), classifier.classify, classifier.params
-  )
-  latency = serving.latency_profile(2, slow_workers=(1,), slow_extra_s=SLOW_S)
-  service = serving.CodedService.start(
-      served, input_shape=INPUT_SHAPE, latency=latency, max_wait_s=0.02, timeout_s=1.0,
-      max_retries=1,
-  )
+  """The same service with one retry per query."""
+  service = start_uncoded(classifier, max_retries=1)
   yield service
   service.shutdown()
 
