@@ -6,7 +6,7 @@ r"""Berrut and Byzantine Berrut around a trained base classifier, by hand.
 ``--base_workdir`` holds a base classifier trained by ``train/train.py`` (for
 the issue's numbers: ``configs/fashion_mnist_lenet.py``). Prints two Markdown
 tables, with ApproxIFER's published Fashion-MNIST figures (ResNet-18 base,
-DESIGN.md section 7) beside ours:
+docs/design.md section 7) beside ours:
 
 1. Berrut (ApproxIFER, N = K + S) at K = 8, 10, 12 and S = 1, 2, 3: top-1
    accuracy with S random stragglers, mean and spread over masks;
@@ -30,7 +30,7 @@ import numpy as np
 from absl import app, flags
 from flax import nnx
 
-from jaxcoded import adversaries, data, evaluation, schemes, stragglers, training
+from jaxcoded import adversaries, comparison, data, deployment, schemes, stragglers, training
 
 _BASE = flags.DEFINE_string("base_workdir", None, "Workdir of a trained base classifier.")
 _MASKS = flags.DEFINE_integer("num_masks", 32, "Random straggler masks per (K, S).")
@@ -38,30 +38,32 @@ _BYZ_IMAGES = flags.DEFINE_integer("byzantine_images", 360, "Test images for the
 _QUICK = flags.DEFINE_boolean("quick", False, "Tiny run: K = 8 only, few masks and images.")
 flags.mark_flag_as_required("base_workdir")
 
-# ApproxIFER on Fashion-MNIST (DESIGN.md section 7): by K at S = 1, and by S
-# for a K that DESIGN.md does not state (its S = 1 figure matches K = 12).
+# ApproxIFER on Fashion-MNIST (docs/design.md section 7): by K at S = 1, and by S
+# for a K that docs/design.md does not state (its S = 1 figure matches K = 12).
 PUBLISHED_BERRUT_S1 = {8: ".74", 10: ".73", 12: ".72"}
 PUBLISHED_BERRUT_BY_S = {1: ".72", 2: ".655", 3: ".64"}
 
 
 def berrut_table(classify, params, test, group_sizes, straggler_counts, num_masks):
+  task = deployment.WorkerTask(classify, params)
   rows = []
   for k in group_sizes:
     for s in straggler_counts:
       code = schemes.BerrutCode.create(k, s)
       masks = stragglers.random_masks(jax.random.key(1000 * k + s), num_masks, code.num_workers, s)
-      result = evaluation.evaluate_masks(code, classify, params, test.images, test.labels, masks)
+      result = comparison.evaluate_dataset(
+            deployment.Deployment.of("Berrut", code, task), task, test.images, test.labels, masks)
       published = PUBLISHED_BERRUT_S1[k] if s == 1 else f"{PUBLISHED_BERRUT_BY_S[s]} (K unstated)"
       rows.append([k, s, code.num_workers,
                    f"{result.accuracy.mean():.3f} ± {result.accuracy.std():.3f}",
                    published])
-  return evaluation.markdown_table(
+  return comparison.markdown_table(
       ["K", "S", "N", "accuracy (ours, mean ± std over masks)", "ApproxIFER (published)"], rows
   )
 
 
 def byzantine_table(classify, params, test, num_images, adversary_counts, k=12):
-  groups, labels = evaluation.make_groups(test.images[:num_images], test.labels[:num_images], k)
+  groups, labels = comparison.make_groups(test.images[:num_images], test.labels[:num_images], k)
   rows = []
   for e in adversary_counts:
     code = schemes.ByzantineBerrutCode.create(k, 0, e)
@@ -92,7 +94,7 @@ def byzantine_table(classify, params, test, num_images, adversary_counts, k=12):
       seconds = time.perf_counter() - start
       rows.append([e, code.num_workers, model, float(accuracy.mean()), float(found.mean()),
                    float(trusting.mean()), f"{seconds:.1f}"])
-  return evaluation.markdown_table(
+  return comparison.markdown_table(
       ["E", "N", "adversary", "accuracy (located and dropped)", "groups fully located",
        "accuracy trusting all workers", "seconds"], rows
   )

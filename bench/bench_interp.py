@@ -6,7 +6,7 @@ are also reported as ratios to the smallest N):
   /work/venv/bin/python bench/bench_interp.py           # N = 8, 32, 128, 512
   /work/venv/bin/python bench/bench_interp.py --quick   # N = 8, 32, a few seconds
 
-Setting (DESIGN.md sections 2-3): N workers at Chebyshev points of the second
+Setting (docs/design.md sections 2-3): N workers at Chebyshev points of the second
 kind, K = N/2 queries at Chebyshev points of the first kind, S = N/4 random
 stragglers, R = N - S available workers. One decode of a *batch* of groups
 builds the (K, N) matrix for each group's mask (``vmap`` over masks) and applies

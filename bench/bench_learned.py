@@ -22,10 +22,8 @@ import sys
 from absl import app, flags
 from flax import nnx
 
-sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))  # for configs/
-
 from configs import coder_fmnist_k4, coder_fmnist_k8, coder_fmnist_k8_lagrange, coder_fmnist_k12
-from jaxcoded import coder_training, load, models
+from jaxcoded import load, models, training
 
 _MODE = flags.DEFINE_enum("mode", "load", ["load", "train"], "What to measure.")
 _VARIANTS = flags.DEFINE_list("variants", None, "Variant names (default: all).")
@@ -66,7 +64,7 @@ VARIANTS = {
 def measure_load(name, config):
   train_shape = models.INPUT_SHAPES[config.base.model]
   classifier = models.create(config.base.model, rngs=nnx.Rngs(0))
-  code = coder_training.build_code(config, train_shape, 10, classifier=classifier,
+  code = training.coder.build_code(config, train_shape, 10, classifier=classifier,
                                    rngs=nnx.Rngs(0))
   base = models.flops_per_example(config.base.model)
   loads = [load.code_load(code, d, base) for d in ("A", "B")]
@@ -89,7 +87,7 @@ def main(argv):
     config.progress_bar = False
     if _STEPS.value:
       config.num_steps = _STEPS.value
-    results = coder_training.train_and_evaluate(config, os.path.join(_OUT.value, name))
+    results = training.coder.train(config, os.path.join(_OUT.value, name)).report
     by_s = results["accuracy_by_stragglers"]
     rows.append(
         f"| {name} | {results['num_queries']} | {results['num_workers']} | "

@@ -21,7 +21,7 @@ import jax
 import numpy as np
 from absl import app, flags
 
-from jaxcoded import data, evaluation, interp, parity_training, schemes, stragglers, training
+from jaxcoded import comparison, data, deployment, interp, schemes, stragglers, training
 from jaxcoded.schemes import points
 
 _BASE = flags.DEFINE_string("base_workdir", None, "Workdir of a trained base classifier.")
@@ -41,7 +41,8 @@ def main(argv):
   del argv
   model, config = training.load_model(_BASE.value)
   test = data.load(config.dataset, "test", seed=None)
-  classify, params = parity_training.as_worker_fn(model)
+  classify, params = training.classifier.as_worker_fn(model)
+  task = deployment.WorkerTask(classify, params)
   rows = []
   for k in (int(v) for v in _SIZES.value):
     data_points = interp.chebyshev_points(k, kind=1)
@@ -58,15 +59,14 @@ def main(argv):
         code = schemes.BerrutCode.create(
             k, s, data_points=data_points, worker_points=worker_points
         )
-        result = evaluation.evaluate_masks(
-            code, classify, params, test.images, test.labels, masks
-        )
+        result = comparison.evaluate_dataset(
+            deployment.Deployment.of("Berrut", code, task), task, test.images, test.labels, masks)
         chosen = " (default)" if np.allclose(np.asarray(worker_points), default) else ""
         row.append(f"{result.accuracy.mean():.3f} ± {result.accuracy.std():.3f}{chosen}")
       rows.append(row)
       print(f"K = {k}, S = {s} done", flush=True)
   print()
-  print(evaluation.markdown_table(["K", "S", "N", *FAMILIES], rows))
+  print(comparison.markdown_table(["K", "S", "N", *FAMILIES], rows))
 
 
 if __name__ == "__main__":

@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import ml_collections
 
+from configs import common
+
 
 def get_config() -> ml_collections.ConfigDict:
   """The CIFAR-10 ResNet-18 config."""
@@ -35,18 +37,7 @@ def get_config() -> ml_collections.ConfigDict:
   config.augment = True
   config.crop_padding = 4  # pixels, when augment
 
-  config.optimizer = "sgd"
-  config.learning_rate = 0.1
-  config.momentum = 0.9
-  config.weight_decay = 5e-4
-  config.schedule = "warmup_cosine"
-  config.warmup_steps = 390
-
-  config.seed = 0
-  config.log_every = 100
-  config.eval_every = 390 * 5
-  config.checkpoint_every = 390
-  config.keep_checkpoints = 3
-  config.progress_bar = True
-  config.stop_after_steps = 0  # > 0 stops there, as if interrupted.
+  common.optimizer(config, kind="sgd", learning_rate=0.1, weight_decay=5e-4, warmup_steps=390)
+  common.loop(config, log_every=100, eval_every=390 * 5, checkpoint_every=390,
+              keep_checkpoints=3)
   return config

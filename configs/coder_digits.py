@@ -11,7 +11,7 @@ S = 3 (tests/test_coder_training.py checks > 0.5).
 
 import ml_collections
 
-from configs import digits
+from configs import common, digits
 
 
 def get_config() -> ml_collections.ConfigDict:
@@ -45,10 +45,5 @@ def get_config() -> ml_collections.ConfigDict:
   config.eval_num_masks = 8
   # training.fit
   config.mesh_devices = 0  # > 1: shard_map the N workers over that many devices
-  config.seed = 0
-  config.log_every = 100
-  config.eval_every = 0
-  config.checkpoint_every = 200
-  config.keep_checkpoints = 2
-  config.progress_bar = False
+  common.loop(config, log_every=100, eval_every=0, checkpoint_every=200, progress_bar=False)
   return config

@@ -15,7 +15,7 @@ go to <workdir>/results.json (measured numbers: docs/learned_codes.md).
 
 import ml_collections
 
-from configs import fashion_mnist_lenet
+from configs import common, fashion_mnist_lenet
 
 
 def get_config() -> ml_collections.ConfigDict:
@@ -47,10 +47,5 @@ def get_config() -> ml_collections.ConfigDict:
   config.eval_num_masks = 20
   # training.fit
   config.mesh_devices = 0  # > 1: shard_map the N workers over that many devices
-  config.seed = 0
-  config.log_every = 100
-  config.eval_every = 0
-  config.checkpoint_every = 500
-  config.keep_checkpoints = 2
-  config.progress_bar = True
+  common.loop(config, log_every=100, eval_every=0, checkpoint_every=500)
   return config

@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import ml_collections
 
+from configs import common
+
 
 def get_config(variant: str | None = None) -> ml_collections.ConfigDict:
   """The digits config; ``variant="smoke"`` shrinks the run to a few steps."""
@@ -33,28 +35,11 @@ def get_config(variant: str | None = None) -> ml_collections.ConfigDict:
   config.augment = False
   config.crop_padding = 1  # pixels, when augment
 
-  config.optimizer = "adamw"
-  config.learning_rate = 3e-3
-  config.momentum = 0.9  # sgd only
-  config.weight_decay = 1e-4
-  config.schedule = "warmup_cosine"
-  config.warmup_steps = 20
-
-  config.seed = 0
-  config.log_every = 50
-  config.eval_every = 100
-  config.checkpoint_every = 100
-  config.keep_checkpoints = 3
-  config.progress_bar = True
-  config.stop_after_steps = 0  # > 0 stops there, as if interrupted (tests).
+  common.optimizer(config, learning_rate=3e-3, warmup_steps=20)
+  common.loop(config, log_every=50, eval_every=100, checkpoint_every=100, keep_checkpoints=3)
 
   if variant == "smoke":
-    config.num_steps = 4
-    config.warmup_steps = 1
-    config.log_every = 1
-    config.eval_every = 2
-    config.checkpoint_every = 2
-    config.progress_bar = False
+    common.smoke(config)
   elif variant is not None:
     raise ValueError(f"Unknown variant {variant!r} of configs/digits.py; use 'smoke' or none.")
   return config

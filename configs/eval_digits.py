@@ -38,7 +38,7 @@ from __future__ import annotations
 import ml_collections
 
 from configs import coder_digits, digits, parm_digits
-from jaxcoded.harness import add_scheme as _add
+from jaxcoded.comparison import add_scheme as _add
 
 
 def get_config(variant: str | None = None) -> ml_collections.ConfigDict:

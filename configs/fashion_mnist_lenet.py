@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import ml_collections
 
+from configs import common
+
 
 def get_config() -> ml_collections.ConfigDict:
   """The Fashion-MNIST LeNet-5 config."""
@@ -35,18 +37,6 @@ def get_config() -> ml_collections.ConfigDict:
   config.augment = True
   config.crop_padding = 0
 
-  config.optimizer = "adamw"
-  config.learning_rate = 3e-3
-  config.momentum = 0.9  # sgd only
-  config.weight_decay = 1e-4
-  config.schedule = "warmup_cosine"
-  config.warmup_steps = 200
-
-  config.seed = 0
-  config.log_every = 100
-  config.eval_every = 468
-  config.checkpoint_every = 468
-  config.keep_checkpoints = 3
-  config.progress_bar = True
-  config.stop_after_steps = 0  # > 0 stops there, as if interrupted.
+  common.optimizer(config, learning_rate=3e-3, warmup_steps=200)
+  common.loop(config, log_every=100, eval_every=468, checkpoint_every=468, keep_checkpoints=3)
   return config

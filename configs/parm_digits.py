@@ -1,7 +1,7 @@
 r"""ParM on the 8x8 digits: a parity model for K = 4 queries that trains in seconds.
 
 Run (from the repository root; train/train.py routes ``config.task = "parity"``
-to ``jaxcoded.parity_training.train_parity_model``):
+to ``jaxcoded.training.parity.train``):
 
   python train/train.py --config configs/parm_digits.py --workdir /tmp/parm_digits
 
@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import ml_collections
 
-from configs import digits
+from configs import common, digits
 
 
 def get_config(variant: str | None = None) -> ml_collections.ConfigDict:
@@ -47,30 +47,13 @@ def get_config(variant: str | None = None) -> ml_collections.ConfigDict:
   config.eval_batch_size = 360
   config.num_steps = 600
 
-  config.optimizer = "adamw"
-  config.learning_rate = 3e-3
-  config.momentum = 0.9  # sgd only
-  config.weight_decay = 1e-4
-  config.schedule = "warmup_cosine"
-  config.warmup_steps = 20
-
-  config.seed = 0
-  config.log_every = 50
-  config.eval_every = 200
-  config.checkpoint_every = 200
-  config.keep_checkpoints = 2
-  config.progress_bar = True
-  config.stop_after_steps = 0
+  common.optimizer(config, learning_rate=3e-3, warmup_steps=20)
+  common.loop(config, log_every=50, eval_every=200, checkpoint_every=200)
 
   if variant == "smoke":
     config.base.num_steps = 8
     config.base.warmup_steps = 1
-    config.num_steps = 4
-    config.warmup_steps = 1
-    config.log_every = 1
-    config.eval_every = 2
-    config.checkpoint_every = 2
-    config.progress_bar = False
+    common.smoke(config)
   elif variant is not None:
     raise ValueError(f"Unknown variant {variant!r} of configs/parm_digits.py; use 'smoke' or none.")
   return config

@@ -2,7 +2,7 @@ r"""ParM on Fashion-MNIST with the LeNet-5 base: one config, K as the variant.
 
 Run (from the repository root; ``:k8`` picks K = 8, and k2, k4, k10, k12 the
 other group sizes; train/train.py routes ``config.task = "parity"`` to
-``jaxcoded.parity_training.train_parity_model``):
+``jaxcoded.training.parity.train``):
 
   python train/train.py --config configs/parm_fmnist.py:k8 --workdir /tmp/parm_fmnist_k8 \
       --config.base_workdir=/tmp/fmnist_lenet
@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import ml_collections
 
-from configs import fashion_mnist_lenet
+from configs import common, fashion_mnist_lenet
 
 GROUP_SIZES = {"k2": 2, "k4": 4, "k8": 8, "k10": 10, "k12": 12}
 
@@ -60,18 +60,6 @@ def get_config(variant: str | None = None) -> ml_collections.ConfigDict:
   config.eval_batch_size = 1000
   config.num_steps = 6000
 
-  config.optimizer = "adamw"
-  config.learning_rate = 1e-3
-  config.momentum = 0.9  # sgd only
-  config.weight_decay = 1e-4
-  config.schedule = "warmup_cosine"
-  config.warmup_steps = 200
-
-  config.seed = 0
-  config.log_every = 200
-  config.eval_every = 1000
-  config.checkpoint_every = 1000
-  config.keep_checkpoints = 2
-  config.progress_bar = True
-  config.stop_after_steps = 0
+  common.optimizer(config, learning_rate=1e-3, warmup_steps=200)
+  common.loop(config, log_every=200, eval_every=1000, checkpoint_every=1000)
   return config

@@ -1,4 +1,4 @@
-"""Byzantine workers for tests and evaluation (DESIGN.md section 4.4).
+"""Byzantine workers for tests and evaluation (docs/design.md section 4.4).
 
 An adversarial worker returns something other than f of its coded input.
 Three models, from crude to subtle:

@@ -1,4 +1,4 @@
-"""Flax NNX networks of the learned codes (DESIGN.md section 4.6).
+"""Flax NNX networks of the learned codes (docs/design.md section 4.6).
 
 Three kinds of network:
 

@@ -47,6 +47,7 @@ import os
 import pathlib
 import struct
 import tempfile
+import zlib
 from collections.abc import Iterator
 
 import numpy as np
@@ -293,12 +294,20 @@ def read_idx(path: str | os.PathLike) -> np.ndarray:
     Array of the stored shape and type, in native byte order.
 
   Raises:
-    ValueError: the file is not a well-formed IDX file.
+    ValueError: the file is not a well-formed IDX file, or its gzip data is
+      truncated or corrupted (the message names the file).
   """
   with open(path, "rb") as f:
     raw = f.read()
   if raw[:2] == b"\x1f\x8b":
-    raw = gzip.decompress(raw)
+    try:
+      raw = gzip.decompress(raw)
+    except (EOFError, gzip.BadGzipFile, zlib.error) as error:
+      # EOFError: cut short; BadGzipFile: bad header or CRC; zlib.error: damaged stream.
+      raise ValueError(
+          f"{path}: the gzip data is truncated or corrupted ({type(error).__name__}: {error}); "
+          "the file is damaged: download or reinstall it."
+      ) from error
   if len(raw) < 4 or raw[:2] != b"\x00\x00" or raw[2] not in _IDX_TYPES:
     raise ValueError(f"{path}: not an IDX file (header {raw[:4].hex()}).")
   dtype, ndim = np.dtype(_IDX_TYPES[raw[2]]), raw[3]
@@ -449,14 +458,39 @@ def _load_fashion_mnist_idx(split: str, directory: str) -> tuple[np.ndarray, np.
 def _read_fashion_mnist_idx(
     split: str, images_path: str, labels_path: str, *mtimes: float
 ) -> tuple[np.ndarray, np.ndarray]:
-  """(n, 28, 28, 1) uint8 and (n,) uint8, read-only; cached per file version."""
+  """(n, 28, 28, 1) uint8 and (n,) uint8, read-only; cached per file version.
+
+  Every problem names its file: unreadable IDX or gzip data (``read_idx``),
+  images that are not uint8 pixels of 28 x 28, labels that are not uint8 in
+  0..9, or files that disagree on n.
+  """
   del mtimes  # Part of the cache key only: a rewritten file is read again.
-  directory = os.path.dirname(images_path)
   images, labels = read_idx(images_path), read_idx(labels_path)
-  if images.ndim != 3 or labels.shape != images.shape[:1]:
+  hint = f"Fashion-MNIST {split} files must hold uint8 (IDX type 0x08) data; reinstall them"
+  if images.dtype != np.uint8:
     raise ValueError(
-        f"{directory}: Fashion-MNIST {split} files hold images {images.shape} and labels "
-        f"{labels.shape}; expected (n, 28, 28) and (n,)."
+        f"{images_path}: Fashion-MNIST images must be uint8 pixels 0..255, got {images.dtype} "
+        f"data ({hint})."
+    )
+  if images.ndim != 3 or images.shape[1:] != (28, 28):
+    raise ValueError(
+        f"{images_path}: Fashion-MNIST images must have shape (n, 28, 28), got {images.shape}."
+    )
+  if labels.dtype != np.uint8 or labels.ndim != 1:
+    raise ValueError(
+        f"{labels_path}: Fashion-MNIST labels must be a 1-D uint8 array, got {labels.dtype} "
+        f"of shape {labels.shape} ({hint})."
+    )
+  bad = np.flatnonzero(labels > 9)
+  if bad.size:
+    raise ValueError(
+        f"{labels_path}: Fashion-MNIST labels must be classes 0..9, but {bad.size} are not "
+        f"(label {int(labels[bad[0]])} at index {int(bad[0])})."
+    )
+  if labels.shape != images.shape[:1]:
+    raise ValueError(
+        f"{images_path} holds {images.shape[0]} images but {labels_path} holds "
+        f"{labels.shape[0]} labels; they must be one label per image."
     )
   return images[..., None], labels
 
@@ -531,3 +565,18 @@ def _normalise(name: str, images: np.ndarray) -> np.ndarray:
     )
   scaled = images.astype(np.float32) / np.float32(_PIXEL_MAX[name])
   return (scaled - mean) / std
+
+
+def normalise(name: str, images: np.ndarray) -> np.ndarray:
+  """Raw pixels of dataset ``name`` (0..255, or 0..16 for digits) -> what ``load`` returns.
+
+  Args:
+    name: a dataset name of ``NORMALISATION``.
+    images: (..., H, W, C) raw pixel values.
+
+  Returns:
+    float32 images scaled to [0, 1] and standardised per channel.
+  """
+  if name not in NORMALISATION:
+    raise ValueError(f"normalise: unknown dataset {name!r}; known: {sorted(NORMALISATION)}.")
+  return _normalise(name, np.asarray(images))

@@ -1,4 +1,4 @@
-"""A scheme ready to run: its encoder and decoder, and what each worker computes.
+"""The one pipeline: a scheme, what each worker computes, and the checks around them.
 
 Every scheme of the common interface encodes K queries into N worker inputs
 and decodes from the outputs of the workers that returned. What the workers
@@ -15,19 +15,23 @@ thing:
   y_n     = deployment.worker(n).run(coded[n])         # on worker n
   decoded = deployment.decode(outputs, mask)           # Decoded((K, C), (K,))
 
-``decode`` treats a row holding NaN or inf as an erasure (that worker is
-marked unavailable for the group), so one broken worker cannot poison a
-group. ``Decoded.answered`` tells which queries were recovered. ``__call__``
-refuses a group with a non-float, NaN or inf or misshapen query before it
-runs (``validation.check_images``, docs/bad_input.md): in a coded group one
-such query would spoil every answer.
+``decode`` treats a row holding NaN or inf as an erasure (``Scheme.decode``:
+that worker is marked unavailable for the group), so one broken worker cannot
+poison a group. ``Decoded.answered`` tells which queries were recovered.
+``__call__`` refuses a group with a non-float, NaN, inf, out-of-range or
+misshapen query before it runs (``jaxcoded.queries``, docs/bad_input.md): in
+a coded group one such query would spoil every answer.
+
+Learned codes run in either system design (``design="A"``: the master
+encodes; ``"B"``: each worker reads the K queries and encodes its own input,
+the master sends only b_n). ParM's parity worker is one more task.
 
 Example:
   >>> import jax.numpy as jnp
   >>> from jaxcoded import deployment, schemes
   >>> f = lambda w, x: w @ x
   >>> served = deployment.Deployment.homogeneous(
-  ...     "Berrut", schemes.BerrutCode.create(3, 1), f, jnp.eye(2))
+  ...     "Berrut", schemes.BerrutCode.create(3, 1), f, jnp.eye(2), query_range=None)
   >>> served(jnp.ones((3, 2)), jnp.array([True, False, True, True])).answered.tolist()
   [True, True, True]
 """
@@ -41,20 +45,14 @@ import jax
 import jax.numpy as jnp
 from jax.typing import ArrayLike
 
-from jaxcoded import validation, workers
+from jaxcoded import queries as queries_lib
+from jaxcoded import workers
 from jaxcoded.schemes import base
 
-__all__ = ["Deployment", "WorkerTask"]
+__all__ = ["DESIGNS", "Deployment", "WorkerTask"]
 
-
-class WorkerTask(NamedTuple):
-  """What one kind of worker computes: ``fn(params, x)`` on one coded input x."""
-
-  fn: base.WorkerFn
-  params: Any
-
-  def run(self, x: ArrayLike) -> jax.Array:
-    return self.fn(self.params, x)
+WorkerTask = base.WorkerTask
+DESIGNS = ("A", "B")
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -63,15 +61,20 @@ class Deployment:
 
   Attributes:
     name: label used in tables, plots and the service.
-    scheme: the coding scheme (``encode``, ``decode``, ``sizes``).
+    scheme: the coding scheme (``encode``, ``decode``, ``sizes``, capabilities).
     tasks: the distinct worker tasks.
     roles: (N,) for each worker, the index of its task in ``tasks``.
+    design: "A" (the master encodes) or "B" (workers encode; learned codes).
+    query_range: (low, high) of valid query values, or None (no range check);
+      see ``jaxcoded.queries``.
   """
 
   name: str
   scheme: base.Scheme
   tasks: tuple[WorkerTask, ...]
   roles: tuple[int, ...]
+  design: str = "A"
+  query_range: tuple[float, float] | None = queries_lib.NORMALISED_RANGE
 
   def __post_init__(self):
     n = self.scheme.num_workers
@@ -84,15 +87,52 @@ class Deployment:
       raise ValueError(
           f"Deployment {self.name!r}: roles {self.roles} must index the {len(self.tasks)} tasks."
       )
+    if self.design not in DESIGNS:
+      raise ValueError(
+          f"Deployment {self.name!r}: unknown system design {self.design!r}; use 'A' (master "
+          "encodes) or 'B' (workers encode)."
+      )
 
   # -- constructors ---------------------------------------------------------------
 
   @classmethod
+  def of(
+      cls,
+      name: str,
+      scheme: base.Scheme,
+      base_task: WorkerTask | None = None,
+      trained_task: WorkerTask | None = None,
+      *,
+      design: str = "A",
+      query_range: tuple[float, float] | None = queries_lib.NORMALISED_RANGE,
+  ) -> "Deployment":
+    """The deployment the scheme describes (``Scheme.worker_tasks``) around f.
+
+    Args:
+      name: its label.
+      scheme: any scheme.
+      base_task: the base classifier f (not needed by learned codes).
+      trained_task: a trained worker of the scheme's own (ParM's parity model).
+      design: "A" or "B" (design B: learned codes only).
+      query_range: valid query values, see ``jaxcoded.queries``.
+    """
+    if design == "B":
+      if not hasattr(scheme, "worker_side_task"):
+        raise ValueError(
+            f"Deployment {name!r}: {type(scheme).__name__} has no worker-side encoding "
+            "(design 'B' is for learned codes); use design 'A'."
+        )
+      return cls(name, scheme, (scheme.worker_side_task(),), (0,) * scheme.num_workers,
+                 design="B", query_range=query_range)
+    tasks, roles = scheme.worker_tasks(base_task, trained_task)
+    return cls(name, scheme, tasks, roles, design=design, query_range=query_range)
+
+  @classmethod
   def homogeneous(
-      cls, name: str, scheme: base.Scheme, fn: base.WorkerFn, params: Any
+      cls, name: str, scheme: base.Scheme, fn: base.WorkerFn, params: Any, **options
   ) -> "Deployment":
     """Every worker runs ``fn(params, x)`` (uncoded, replication, LCC, Berrut)."""
-    return cls(name, scheme, (WorkerTask(fn, params),), (0,) * scheme.num_workers)
+    return cls(name, scheme, (WorkerTask(fn, params),), (0,) * scheme.num_workers, **options)
 
   @classmethod
   def parity(
@@ -103,18 +143,16 @@ class Deployment:
       base_params: Any,
       parity_fn: base.WorkerFn,
       parity_params: Any,
+      **options,
   ) -> "Deployment":
     """ParM: the K systematic workers run f, the parity worker(s) the parity model."""
-    k = code.num_queries
-    roles = (0,) * k + (1,) * (code.num_workers - k)
-    return cls(name, code, (WorkerTask(base_fn, base_params), WorkerTask(parity_fn, parity_params)),
-               roles)
+    return cls.of(name, code, WorkerTask(base_fn, base_params),
+                  WorkerTask(parity_fn, parity_params), **options)
 
   @classmethod
-  def learned(cls, name: str, code: base.Scheme) -> "Deployment":
-    """A learned code (design A): every worker runs the code's worker network."""
-    fn, params = code.worker_fn()
-    return cls.homogeneous(name, code, fn, params)
+  def learned(cls, name: str, code: base.Scheme, *, design: str = "A", **options) -> "Deployment":
+    """A learned code: every worker runs the code's worker network (design A or B)."""
+    return cls.of(name, code, design=design, **options)
 
   # -- the pipeline ---------------------------------------------------------------
 
@@ -133,7 +171,10 @@ class Deployment:
     return self.tasks[self.roles[n]]
 
   def encode(self, queries: ArrayLike) -> jax.Array:
-    """(K, ...) queries -> (N, ...) worker inputs."""
+    """(K, ...) queries -> (N, ...) what the master sends: coded inputs, or b_n in design B."""
+    if self.design == "B":
+      self.scheme.check_queries(queries)
+      return self.scheme.worker_points[...]
     return self.scheme.encode(queries)
 
   def run_workers(
@@ -141,30 +182,40 @@ class Deployment:
       coded: ArrayLike,
       mask: ArrayLike | None = None,
       *,
+      queries: ArrayLike | None = None,
       mesh: jax.sharding.Mesh | None = None,
   ) -> jax.Array:
-    """(N, ...) worker inputs -> (N, ...) outputs, stragglers' rows zero.
+    """(N, ...) worker inputs -> (N, ...) outputs; stragglers' rows masked out.
 
     Workers of one role run together (``workers.run_workers``: ``vmap``, or
     ``shard_map`` over ``mesh`` when its "workers" axis divides their number;
     a smaller role, like ParM's single parity worker, runs on the default
-    device).
+    device). Design-B workers also read ``queries``.
     """
     n = self.num_workers
-    mask = jnp.ones((n,), bool) if mask is None else jnp.asarray(mask)
-    self.scheme.check_mask(mask)
+    mask = jnp.ones((n,), bool) if mask is None else self.scheme.check_mask(mask)
     coded = jnp.asarray(coded)
-    if len(self.tasks) == 1:
-      fn, params = self.tasks[0]
-      return workers.run_workers(fn, params, coded, mask, mesh=mesh)
     pieces = []
-    for role, (fn, params) in enumerate(self.tasks):
+    for role, task in enumerate(self.tasks):
+      fn, params = task.fn, task.params
+      if task.reads_queries:
+        if queries is None:
+          raise ValueError(f"Deployment {self.name!r}: design-B workers read the queries; pass them.")
+        fn, params = (lambda p, x, f=task.fn: f(p[0], x, p[1])), (task.params, jnp.asarray(queries))
+      if len(self.tasks) == 1:
+        return workers.run_workers(fn, params, coded, mask, mesh=mesh)
       rows = jnp.asarray([i for i, r in enumerate(self.roles) if r == role], jnp.int32)
       role_mesh = mesh
       if mesh is not None and len(rows) % mesh.shape.get("workers", 1):
         role_mesh = None
       pieces.append((rows, workers.run_workers(fn, params, coded[rows], mask[rows], mesh=role_mesh)))
     first = pieces[0][1]
+    for rows, out in pieces[1:]:
+      if out.shape[1:] != first.shape[1:]:
+        raise ValueError(
+            f"Deployment {self.name!r}: worker tasks give outputs of shapes {first.shape[1:]} and "
+            f"{out.shape[1:]}; every worker must answer in the same shape."
+        )
     outputs = jnp.zeros((n,) + first.shape[1:], first.dtype)
     for rows, out in pieces:
       outputs = outputs.at[rows].set(out.astype(first.dtype))
@@ -173,10 +224,28 @@ class Deployment:
   def decode(self, outputs: ArrayLike, mask: ArrayLike) -> base.Decoded:
     """(N, ...) outputs and (N,) availability -> Decoded((K, ...), (K,)).
 
-    Rows with NaN or inf are erased first (that worker counts as a straggler).
+    Rows with NaN or inf are erased first (``Scheme.decode``).
     """
-    outputs, mask = workers.erase_nonfinite(jnp.asarray(outputs), mask)
     return self.scheme.decode(outputs, mask)
+
+  def check_queries(self, queries: ArrayLike) -> None:
+    """Raises ValueError for a group this deployment must refuse (``jaxcoded.queries``)."""
+    queries_lib.check(queries, (self.num_queries, ...), self.query_range, f"Deployment {self.name!r}")
+    self.scheme.check_queries(queries)
+
+  def outputs(
+      self, queries: ArrayLike, mask: ArrayLike | None = None, *,
+      mesh: jax.sharding.Mesh | None = None,
+  ) -> jax.Array:
+    """(K, ...) one group -> (N, ...) worker outputs: encode, then run the workers."""
+    try:
+      return self.run_workers(self.encode(queries), mask, queries=queries, mesh=mesh)
+    except TypeError as error:  # JAX's shape errors: say which input did not fit
+      raise ValueError(
+          f"Deployment {self.name!r}: queries of shape {jnp.shape(queries)} do not fit its "
+          f"encoder or worker tasks; pass K = {self.num_queries} images of the shape they were "
+          f"built for. ({type(error).__name__}: {error})"
+      ) from error
 
   def __call__(
       self,
@@ -185,7 +254,7 @@ class Deployment:
       *,
       mesh: jax.sharding.Mesh | None = None,
   ) -> base.Decoded:
-    """Encode, run the workers, decode: one group of K queries.
+    """Check, encode, run the workers, decode: one group of K queries.
 
     Args:
       queries: (K, ...) one group.
@@ -196,19 +265,10 @@ class Deployment:
       Decoded values (K, ...) and (K,) answered flags.
 
     Raises:
-      ValueError: queries that are not K finite float images, or whose
-        shape the encoder or the worker tasks cannot take (docs/bad_input.md);
-        a bad mask.
+      ValueError: queries that are not K finite float images in the
+        deployment's value range, or whose shape the encoder or the worker
+        tasks cannot take (docs/bad_input.md); a bad mask.
     """
-    validation.check_images(queries, (self.num_queries, ...), f"Deployment {self.name!r}")
-    self.scheme.check_queries(queries)
-    self.scheme.check_mask(mask)
-    try:
-      outputs = self.run_workers(self.encode(queries), mask, mesh=mesh)
-    except TypeError as error:  # JAX's shape errors: say which input did not fit
-      raise ValueError(
-          f"Deployment {self.name!r}: queries of shape {jnp.shape(queries)} do not fit its "
-          f"encoder or worker tasks; pass K = {self.num_queries} images of the shape they were "
-          f"built for. ({type(error).__name__}: {error})"
-      ) from error
-    return self.decode(outputs, mask)
+    self.check_queries(queries)
+    mask = self.scheme.check_mask(mask)
+    return self.decode(self.outputs(queries, mask, mesh=mesh), mask)

@@ -3,7 +3,7 @@
 Coded computing only helps if the workers do the heavy work: a master that
 runs a full classifier in its "encoder" would score well and mean nothing. So
 every learned code reports what each node computes and sends for one group of
-K queries, in both system designs (DESIGN.md section 4.6):
+K queries, in both system designs (docs/design.md section 4.6):
 
   design A (master-side encoding): the master runs the encoder, evaluates the
     code at every worker point and sends e(b_n); worker n runs h (or f); the
@@ -149,9 +149,10 @@ def code_load(
     master = NodeLoad(encode_flops + decode_flops, n * coded_bytes, n * out_bytes)
     worker = NodeLoad(h_flops, out_bytes, coded_bytes)
   else:
+    task = code.worker_side_task()
+
     def worker_b(q, point):
-      fn, params = code.worker_side_fn(q)
-      return fn(params, point)
+      return task.run(point, q)
 
     worker_flops = xla_flops(worker_b, queries, jax.ShapeDtypeStruct((), dtype))
     master = NodeLoad(decode_flops, n * bytes_per_value, n * out_bytes)
@@ -175,6 +176,20 @@ def check_master_budget(load: DesignLoad, budget: float) -> None:
         f"{load.master_flops_per_query:,.0f} FLOPs per query = {100 * load.master_fraction:.1f}% "
         f"of the base classifier's {load.base_flops_per_query:,.0f}, over the declared "
         f"{100 * budget:.1f}%."
+    )
+
+
+def check_worker_budget(load: DesignLoad, budget: float | None) -> None:
+  """Raises ValueError if a worker's FLOPs per coded input exceed ``budget`` x base (None: no limit).
+
+  The equal-resource protocol (docs/design.md section 6a) allows workers at
+  most 1.1 x f.
+  """
+  if budget is not None and load.worker_fraction > budget:
+    raise ValueError(
+        f"Worker budget exceeded (design {load.design}): each worker computes "
+        f"{load.worker_fraction:.3f} x the base classifier's FLOPs per coded input, over the "
+        f"declared {budget:g} x; choose a smaller worker network (worker_features, worker_out)."
     )
 
 

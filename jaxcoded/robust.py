@@ -1,6 +1,6 @@
 """Byzantine-robust decoding of polynomial codes: locate wrong outputs, then fit.
 
-In a polynomial code (LCC, DESIGN.md 4.3; the learned polynomial code, 4.6)
+In a polynomial code (LCC, docs/design.md section 4.3; the learned polynomial code, 4.6)
 the honest worker outputs are samples y_n = p(b_n) of one vector-valued
 polynomial p of degree at most R - 1, R the interpolation threshold. Up to E
 of the A available outputs may be arbitrary (adversarial workers, silent

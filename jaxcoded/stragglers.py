@@ -1,4 +1,4 @@
-"""Straggler patterns: availability masks and worker latency models (DESIGN.md section 5).
+"""Straggler patterns: availability masks and worker latency models (docs/design.md section 5).
 
 A straggler pattern is a boolean mask of shape (N,), True where the worker
 returned in time. Masks are always arrays (never Python lists or slices), so
@@ -436,3 +436,54 @@ def sample_deadline_masks(
     _, rth_latency = _fastest_mask(latencies, num_needed)
     decode_times = jnp.where(rth_latency <= deadline, rth_latency, jnp.inf)
   return masks, decode_times.astype(latencies.dtype)
+
+
+# ---------------------------------------------------------------------------
+# By name, for configs; and the masks of masked straggler dropout in training.
+
+LATENCY_MODELS: dict[str, type] = {"shifted_exponential": ShiftedExponential, "pareto": Pareto}
+
+
+def latency_model(kind: str, **params) -> LatencyModel:
+  """A latency model by name: ``latency_model("pareto", scale=1.0, alpha=1.5)``.
+
+  Args:
+    kind: a key of :data:`LATENCY_MODELS`.
+    **params: the model's parameters (its dataclass fields).
+  """
+  if kind not in LATENCY_MODELS:
+    raise ValueError(f"Unknown latency model {kind!r}; use one of {sorted(LATENCY_MODELS)}.")
+  cls = LATENCY_MODELS[kind]
+  fields = {f.name for f in dataclasses.fields(cls)}
+  unknown = set(params) - fields
+  if unknown:
+    raise ValueError(f"latency_model({kind!r}): unknown parameters {sorted(unknown)}; "
+                     f"it takes {sorted(fields)}.")
+  return cls(**params)
+
+
+def dropout_masks(
+    key: jax.Array, num_masks: int, num_workers: int, min_available: int
+) -> jax.Array:
+  """(M, N) masks with a uniform number in [R, N] of available workers at random places.
+
+  The masks of masked straggler dropout: a learned code trained on them sees
+  every availability pattern it must decode from.
+
+  Args:
+    key: PRNG key.
+    num_masks: M.
+    num_workers: N.
+    min_available: R <= N.
+
+  Returns:
+    Boolean (M, N).
+  """
+  if not 1 <= min_available <= num_workers:
+    raise ValueError(
+        f"dropout_masks: need 1 <= R <= N, got R = {min_available}, N = {num_workers}."
+    )
+  count_key, order_key = jax.random.split(key)
+  counts = jax.random.randint(count_key, (num_masks, 1), min_available, num_workers + 1)
+  ranks = jnp.argsort(jax.random.uniform(order_key, (num_masks, num_workers)), axis=1)
+  return ranks < counts

@@ -1,4 +1,4 @@
-"""Running one worker's computation over the worker axis (DESIGN.md section 5).
+"""Running one worker's computation over the worker axis (docs/design.md section 5).
 
 A worker's computation is written for ONE coded input, ``worker_fn(params, x)``,
 and mapped over a leading worker axis of length N:
@@ -10,9 +10,20 @@ and mapped over a leading worker axis of length N:
 The straggler mask is a boolean array of shape (N,). Rows of stragglers are
 replaced by zeros with ``jnp.where`` (never by multiplying with the mask: a
 straggler's NaN or inf times zero is still NaN), so a straggler's output can
-never reach a decoded result. By default the stragglers' *inputs* are zeroed
-too before ``worker_fn`` runs (the double-``where`` pattern): a NaN-poisoned
-straggler input then cannot turn gradients into NaN either.
+never reach a decoded result.
+
+Gradients need more than that (the double-``where`` pattern): ``where`` sends
+a zero cotangent to a straggler's row, but reverse mode multiplies it by
+``worker_fn``'s derivative at that row's input, and 0 * inf or 0 * NaN is
+NaN. So by default each straggler's *input* is first replaced by a real
+coded input, the first available worker's: ``worker_fn`` is then evaluated
+there only at a point where it is evaluated anyway, and a straggler's row
+contributes exactly zero to values and gradients, whether its own input was
+NaN-poisoned or ``worker_fn`` is singular where the straggler's input is
+(``x / ||x||`` and ``log ||x||`` at 0, normalisation layers on a constant
+input: zeroing the inputs, as this module did before, gave NaN gradients
+there). If every worker straggles, there is no real input to take and the
+rows are zeroed instead (nothing is decoded from such a group).
 
 Gradients of a loss computed outside ``run_workers`` are the same on both
 paths: the replicated parameters enter ``shard_map`` with ``in_specs=P()``, and
@@ -40,6 +51,8 @@ import jax.numpy as jnp
 import numpy as np
 from jax.sharding import AxisType, Mesh, NamedSharding, PartitionSpec as P
 from jax.typing import ArrayLike
+
+from jaxcoded import validation
 
 __all__ = [
     "erase_nonfinite",
@@ -127,7 +140,7 @@ def mask_outputs(outputs: PyTree, mask: ArrayLike) -> PyTree:
   Returns:
     The same structure as ``outputs``, straggler rows set to zero.
   """
-  mask = jnp.asarray(mask)
+  mask = validation.as_mask(mask, None, "mask_outputs")
 
   def zero_rows(leaf):
     leaf = jnp.asarray(leaf)
@@ -155,7 +168,7 @@ def erase_nonfinite(outputs: PyTree, mask: ArrayLike) -> tuple[PyTree, jax.Array
   Returns:
     (outputs with the erased and straggling rows zeroed, (N,) mask & finite).
   """
-  mask = jnp.asarray(mask)
+  mask = validation.as_mask(mask, None, "erase_nonfinite")
   finite = mask
   for leaf in jax.tree.leaves(outputs):
     leaf = jnp.asarray(leaf)
@@ -178,16 +191,48 @@ def _num_workers(coded_inputs: PyTree) -> int:
   return sizes.pop()
 
 
-def _check_mask(mask: ArrayLike, num_workers: int) -> jax.Array:
-  mask = jnp.asarray(mask)
-  if mask.shape != (num_workers,):
-    raise ValueError(
-        f"run_workers: mask must have shape ({num_workers},), one boolean per worker, "
-        f"got shape {mask.shape}."
-    )
-  if mask.dtype != jnp.bool_:
-    raise ValueError(f"run_workers: mask must be boolean, got dtype {mask.dtype}.")
-  return mask
+def _rows(mask: jax.Array, leaf: jax.Array) -> jax.Array:
+  """The (N,) mask reshaped to broadcast against an (N, ...) leaf."""
+  return mask.reshape(mask.shape + (1,) * (leaf.ndim - 1))
+
+
+def _first_row(values: PyTree, mask: jax.Array) -> PyTree:
+  """Row ``values[n]`` of the first n with ``mask[n]``, leaf by leaf (zeros if none).
+
+  A one-hot ``where`` and a sum rather than a gather: no NaN of another row
+  can enter (``where``, not a product), and no dynamic index is needed.
+  """
+  first = mask & (jnp.cumsum(mask) == 1)
+
+  def pick(leaf):
+    leaf = jnp.asarray(leaf)
+    return jnp.sum(jnp.where(_rows(first, leaf), leaf, jnp.zeros((), leaf.dtype)), axis=0)
+
+  return jax.tree.map(pick, values)
+
+
+def _donor_inputs(coded_inputs: PyTree, mask: jax.Array, axis_name: str | None) -> PyTree:
+  """The first available worker's coded input (zeros if every worker straggles).
+
+  Inside ``shard_map`` (``axis_name`` given) each device holds N / devices
+  workers; the first available one over all devices is found by gathering
+  one candidate row per device, so a device whose local workers all
+  straggle still gets a real coded input.
+  """
+  donors = _first_row(coded_inputs, mask)
+  if axis_name is None:
+    return donors
+  gathered = jax.lax.all_gather(donors, axis_name)
+  has_available = jax.lax.all_gather(jnp.any(mask), axis_name)
+  return _first_row(gathered, has_available)
+
+
+def _substitute_inputs(coded_inputs: PyTree, mask: jax.Array, donors: PyTree) -> PyTree:
+  """Stragglers' rows replaced by the donor input (available rows kept as they are)."""
+  return jax.tree.map(
+      lambda leaf, donor: jnp.where(_rows(mask, jnp.asarray(leaf)), leaf, donor[None]),
+      coded_inputs, donors,
+  )
 
 
 def _run_local(
@@ -196,10 +241,12 @@ def _run_local(
     coded_inputs: PyTree,
     mask: jax.Array,
     *,
-    zero_straggler_inputs: bool,
+    replace_straggler_inputs: bool,
+    axis_name: str | None,
 ) -> PyTree:
-  if zero_straggler_inputs:
-    coded_inputs = mask_outputs(coded_inputs, mask)
+  if replace_straggler_inputs:
+    donors = _donor_inputs(coded_inputs, mask, axis_name)
+    coded_inputs = _substitute_inputs(coded_inputs, mask, donors)
   outputs = jax.vmap(worker_fn, in_axes=(None, 0))(params, coded_inputs)
   return mask_outputs(outputs, mask)
 
@@ -217,7 +264,7 @@ def run_workers(
     *,
     mesh: Mesh | None = None,
     axis_name: str = "workers",
-    zero_straggler_inputs: bool = True,
+    replace_straggler_inputs: bool = True,
 ) -> PyTree:
   """Runs ``worker_fn`` for every worker and zeroes the stragglers' outputs.
 
@@ -225,7 +272,10 @@ def run_workers(
 
   Jittable (the mask is an array, so one compiled function serves every
   straggler pattern) and differentiable with respect to ``params`` and
-  ``coded_inputs``; straggler rows get zero gradient.
+  ``coded_inputs``; a straggler's row contributes exactly zero to the
+  outputs and to the gradients, and gets zero gradient itself (module
+  docstring: its input is replaced by an available worker's before
+  ``worker_fn`` runs).
 
   Args:
     worker_fn: ``worker_fn(params, x) -> y``, one worker's output from one coded
@@ -233,23 +283,28 @@ def run_workers(
     params: any pytree (or None), the same for every worker (replicated).
     coded_inputs: array of shape (N, ...), or a pytree of arrays that share
       the leading axis N.
-    mask: boolean array of shape (N,), True where the worker returned in time.
+    mask: boolean array of shape (N,), True where the worker returned in time
+      (a bool array, or a list of True / False).
     mesh: None to ``vmap`` on the default device; or a ``jax.sharding.Mesh``
       with an axis ``axis_name`` whose size divides N, to ``shard_map`` the
       workers over it (``make_worker_mesh`` builds one).
     axis_name: the mesh axis that holds the workers.
-    zero_straggler_inputs: also zero the stragglers' inputs before running
-      ``worker_fn``, so that non-finite straggler inputs cannot make gradients
-      NaN. Outputs are the same either way.
+    replace_straggler_inputs: run ``worker_fn`` on the first available
+      worker's coded input in place of each straggler's (default), so that
+      neither a non-finite straggler input nor a singularity of ``worker_fn``
+      at it can make gradients NaN. False runs it on the stragglers' own
+      inputs. Outputs are the same either way.
 
   Returns:
     The outputs, shape (N, ...) (or a pytree of such), straggler rows zero.
   """
   num_workers = _num_workers(coded_inputs)
-  mask = _check_mask(mask, num_workers)
-  run = functools.partial(_run_local, worker_fn, zero_straggler_inputs=zero_straggler_inputs)
+  mask = validation.as_mask(mask, num_workers, "run_workers")
+  run = functools.partial(
+      _run_local, worker_fn, replace_straggler_inputs=replace_straggler_inputs
+  )
   if mesh is None:
-    return run(params, coded_inputs, mask)
+    return run(params, coded_inputs, mask, axis_name=None)
 
   if axis_name not in mesh.axis_names:
     raise ValueError(
@@ -269,7 +324,7 @@ def run_workers(
     coded_inputs = _place_on_mesh(coded_inputs, mesh, worker_spec)
     mask = _place_on_mesh(mask, mesh, worker_spec)
   sharded_run = jax.shard_map(
-      run,
+      functools.partial(run, axis_name=axis_name),
       mesh=mesh,
       in_specs=(P(), worker_spec, worker_spec),
       out_specs=worker_spec,

@@ -22,10 +22,7 @@ import optax
 import pytest
 from flax import nnx
 
-from jaxcoded import (
-    coder_training, coders, data, deployment, evaluation, harness, interp, models, parity_training,
-    schemes, stragglers, training, validation, workers,
-)
+from jaxcoded import coders, comparison, data, deployment, interp, models, schemes, stragglers, training, validation, workers
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 
@@ -170,7 +167,7 @@ def test_bad_evaluation_points(case):
 INTERP = {
     "duplicate nodes": (
         lambda: interp.lagrange_matrix(jnp.array([0.0, 1.0, 1.0]), jnp.array([0.5])),
-        r"lagrange_matrix: nodes must be distinct; repeated: \[1\.\]"),
+        r"lagrange_matrix: nodes must be distinct, got \[0\. 1\. 1\.\]; repeated: \[1\.\]"),
     "non-finite nodes": (
         lambda: interp.berrut_matrix(jnp.array([0.0, jnp.inf, 1.0]), jnp.array([0.5])),
         r"berrut_matrix: nodes must be finite"),
@@ -182,7 +179,7 @@ INTERP = {
         r"polyfit_matrix: needs at least 3 available node\(s\), but only 2 of 2"),
     "mask of another length": (
         lambda: interp.lagrange_matrix(jnp.array([0.0, 1.0]), jnp.array([0.5]), jnp.ones(3, bool)),
-        r"mask has shape \(3,\) but there are 2 nodes; the mask needs one boolean per node"),
+        r"lagrange_matrix: mask has shape \(3,\), expected \(2,\) \(one boolean per node\)"),
     "no points": (lambda: interp.chebyshev_points(0), r"needs an integer n >= 1, got 0"),
 }
 
@@ -424,7 +421,7 @@ WORKERS = {
         r"the mesh has no axis 'workers'; its axes are \('batch',\)"),
     "mask of another length": (
         lambda: workers.run_workers(LINEAR, jnp.eye(2), jnp.ones((5, 2)), jnp.ones(4, bool)),
-        r"mask must have shape \(5,\), one boolean per worker, got shape \(4,\)"),
+        r"run_workers: mask has shape \(4,\), expected \(5,\) \(one boolean per worker\)"),
     "S = N stragglers": (
         lambda: stragglers.all_masks(4, 4),
         r"num_stragglers = 4 leaves no worker out of num_workers = 4; it must be < num_workers"),
@@ -502,19 +499,22 @@ def test_bad_model_input(mlp, case):
 
 GROUPS = {
     "too few images": (
-        lambda: evaluation.make_groups(np.ones((3, 2)), np.ones(3, int), 4),
+        lambda: comparison.make_groups(np.ones((3, 2)), np.ones(3, int), 4),
         r"cannot form groups of K = 4 from 3 images"),
     "labels not one per image": (
-        lambda: evaluation.make_groups(np.ones((8, 2)), np.ones(7, int), 4),
+        lambda: comparison.make_groups(np.ones((8, 2)), np.ones(7, int), 4),
         r"labels must have shape \(n,\), one per image, to match images of shape \(8, 2\); got "
         r"labels of shape \(7,\)"),
     "K not an integer": (
-        lambda: evaluation.make_groups(np.ones((8, 2)), np.ones(8, int), 2.0),
+        lambda: comparison.make_groups(np.ones((8, 2)), np.ones(8, int), 2.0),
         r"make_groups: K must be an integer >= 1, got 2\.0"),
     "masks of another N": (
-        lambda: evaluation.evaluate_masks(schemes.BerrutCode.create(3, 1), LINEAR, jnp.eye(2),
-                                          np.ones((6, 2)), np.ones(6, int), np.ones((2, 3), bool)),
-        r"evaluate_masks: masks must have shape \(M, 4\), got \(2, 3\)"),
+        lambda: comparison.evaluate_dataset(
+            deployment.Deployment.homogeneous("Berrut", schemes.BerrutCode.create(3, 1), LINEAR,
+                                              jnp.eye(2)),
+            deployment.WorkerTask(LINEAR, jnp.eye(2)),
+            np.ones((6, 2)), np.ones(6, int), np.ones((2, 3), bool)),
+        r"evaluate_deployment\('Berrut'\): masks must have shape \(M, 4\), got \(2, 3\)"),
 }
 
 
@@ -563,21 +563,21 @@ def workdirs(tmp_path_factory):
 def _other_shape(config):
   config = ml_collections.ConfigDict(config.to_dict())
   config.model_kwargs.hidden = (5,)
-  return training._build_model(config)  # pylint: disable=protected-access
+  return training.classifier.build_model(config)  # pylint: disable=protected-access
 
 
 CHECKPOINTS = {
     "learned code from a classifier run": (
-        lambda w: coder_training.load_code(w / "classifier"), ValueError,
+        lambda w: training.coder.load(w / "classifier"), ValueError,
         r"holds a 'classifier' run, not a learned code \(config\.task == 'coder'\)"),
     "parity model from a classifier run": (
-        lambda w: parity_training.load_parity_model(w / "classifier"), ValueError,
+        lambda w: training.parity.load(w / "classifier"), ValueError,
         r"holds a 'classifier' run, not a parity model \(config\.task == 'parity'\)"),
     "parity model from a coder run": (
-        lambda w: parity_training.load_parity_model(w / "coder"), ValueError,
+        lambda w: training.parity.load(w / "coder"), ValueError,
         r"holds a 'coder' run, not a parity model"),
     "learned code from a parity run": (
-        lambda w: coder_training.load_code(w / "parity"), ValueError,
+        lambda w: training.coder.load(w / "parity"), ValueError,
         r"holds a 'parity' run, not a learned code"),
     "module of another shape": (
         lambda w: training.restore_module(w / "classifier", _other_shape), ValueError,
@@ -591,7 +591,8 @@ CHECKPOINTS = {
         r"No checkpoint for step 7 in .*checkpoints \(steps there: \[1\]\)"),
     "trained part for another K": (
         # pylint: disable-next=protected-access
-        lambda w: harness._check_trained_k(w / "coder", 4), ValueError,
+        lambda w: comparison.trained.TrainedParts(w, 4, None, w)._check_num_queries(w / "coder"),
+        ValueError,
         r"is for K = 8 queries per group, but this comparison uses K = 4"),
     "classifier from a parity run": pytest.param(
         lambda w: training.load_model(w / "parity"), ValueError,
@@ -613,10 +614,10 @@ def test_checkpoint_of_another_kind(workdirs, load, error, match):
 
 def _comparison(**fields):
   config = ml_collections.ConfigDict(dict(num_queries=4, stragglers=(0, 1), mesh_devices=0))
-  harness.add_scheme(config, "uncoded", "uncoded")
-  harness.add_scheme(config, "LCC", "lcc", degree=1)
-  harness.add_scheme(config, "Byzantine", "byzantine_berrut", num_adversaries=1)
-  harness.add_scheme(config, "ParM", "parm", config=ml_collections.ConfigDict(dict(seed=0)))
+  comparison.add_scheme(config, "uncoded", "uncoded")
+  comparison.add_scheme(config, "LCC", "lcc", degree=1)
+  comparison.add_scheme(config, "Byzantine", "byzantine_berrut", num_adversaries=1)
+  comparison.add_scheme(config, "ParM", "parm", config=ml_collections.ConfigDict(dict(seed=0)))
   for name, value in fields.items():
     config[name] = value
   return config
@@ -661,18 +662,18 @@ CONFIGS = {
 
 @pytest.mark.parametrize("make, match", _params(CONFIGS))
 def test_bad_comparison_config(make, match):
-  _raises(ValueError, match, harness.check_config, make())
+  _raises(ValueError, match, comparison.check_config, make())
 
 
 def test_add_scheme_unknown_kind():
   _raises(ValueError, r"add_scheme\('x'\): kind must be one of \('uncoded', .*got 'fountain'",
-          harness.add_scheme, _comparison(), "x", "fountain")
+          comparison.add_scheme, _comparison(), "x", "fountain")
 
 
 def test_add_scheme_twice_under_one_name():
-  _raises(ValueError, r"'LCC' is already", harness.add_scheme, _comparison(), "LCC", "berrut")
+  _raises(ValueError, r"'LCC' is already", comparison.add_scheme, _comparison(), "LCC", "berrut")
 
 
 def test_mask_bank_without_masks():
   _raises(ValueError, r"MaskBank: num_random and exhaustive_limit must be >= 1, got 0 and 1",
-          harness.MaskBank, 0, 0, 1)
+          comparison.MaskBank, 0, 0, 1)

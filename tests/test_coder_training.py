@@ -11,11 +11,11 @@ import pytest
 from configs import coder_digits
 from flax import nnx
 
-from jaxcoded import coder_training, workers
+from jaxcoded import stragglers, training, workers
 
 
 def test_sample_masks_have_between_r_and_n_available():
-  masks = np.asarray(coder_training.sample_masks(jax.random.key(0), 500, 7, 4))
+  masks = np.asarray(stragglers.dropout_masks(jax.random.key(0), 500, 7, 4))
   counts = masks.sum(axis=1)
   assert masks.shape == (500, 7) and counts.min() == 4 and counts.max() == 7
   assert len(np.unique(masks, axis=0)) > 50
@@ -24,7 +24,7 @@ def test_sample_masks_have_between_r_and_n_available():
 def test_short_digits_run_beats_chance_at_max_stragglers(tmp_path):
   config = coder_digits.get_config()
   workdir = str(tmp_path)
-  results = coder_training.train_and_evaluate(config, workdir)
+  results = training.coder.train(config, workdir).report
   s = results["num_workers"] - results["recovery_threshold"]
   assert results["accuracy_by_stragglers"][s]["mean"] > 0.5  # chance is 0.1
   assert results["master_fraction"]["A"] <= config.master_budget
@@ -32,7 +32,7 @@ def test_short_digits_run_beats_chance_at_max_stragglers(tmp_path):
     assert os.path.exists(os.path.join(workdir, name))
   assert sorted(os.listdir(os.path.join(workdir, "checkpoints")))
   # Resuming a finished run trains nothing more and gives the same code.
-  again = coder_training.train_and_evaluate(config, workdir)
+  again = training.coder.train(config, workdir).report
   assert again["accuracy_by_stragglers"] == results["accuracy_by_stragglers"]
   lines = open(os.path.join(workdir, "metrics.jsonl")).read().splitlines()
   assert json.loads(lines[-1])["step"] == config.num_steps
@@ -43,13 +43,13 @@ def test_training_loss_with_workers_on_a_device_mesh_matches_vmap():
     pytest.skip("needs 8 (simulated) devices; tests/conftest.py sets them")
   config = coder_digits.get_config()
   config.num_stragglers = 4  # N = 8: one worker per device
-  code = coder_training.build_code(config, (8, 8, 1), 10, rngs=nnx.Rngs(0))
+  code = training.coder.build_code(config, (8, 8, 1), 10, rngs=nnx.Rngs(0))
   rng = np.random.default_rng(0)
   batch = (jnp.asarray(rng.normal(size=(3, 4, 8, 8, 1)), jnp.float32),
            jnp.asarray(rng.integers(0, 10, size=(3, 4))), jnp.zeros((3, 4, 10)))
   mesh = workers.make_worker_mesh(8)
   results = []
-  for loss_fn in (coder_training.make_loss_fn(0.0, 2.0), coder_training.make_loss_fn(0.0, 2.0, mesh)):
+  for loss_fn in (training.coder.make_loss_fn(0.0, 2.0), training.coder.make_loss_fn(0.0, 2.0, mesh)):
     grad_fn = nnx.jit(nnx.value_and_grad(lambda c: loss_fn(c, batch, jax.random.key(1)), has_aux=True))
     (loss, _), grads = grad_fn(code)
     results.append((loss, jax.tree.leaves(grads)))
@@ -64,4 +64,4 @@ def test_mesh_that_does_not_divide_n_is_refused(tmp_path):
   config.base.num_steps = 4
   config.base.warmup_steps = 1
   with pytest.raises(ValueError, match="must divide the N = 6 workers"):
-    coder_training.train_and_evaluate(config, str(tmp_path))
+    training.coder.train(config, str(tmp_path)).report

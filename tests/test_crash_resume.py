@@ -12,7 +12,11 @@ restored. The claims tested:
   deterministic);
 * uncommitted checkpoint directories (left by a kill mid-write) are ignored
   by ``training.fit`` and ``training.load_model``; a damaged directory that
-  looks committed is refused with a clear error, never read back.
+  looks committed (one flipped bit included: every array is checked against
+  the sha256 taken when it was saved, ``jaxcoded.integrity``) is never read
+  back: the newest intact step is, with a warning naming the damaged one, or,
+  with none intact, a clear error;
+* a metrics line cut short by a kill is dropped with a warning.
 """
 
 from __future__ import annotations
@@ -32,7 +36,7 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from jaxcoded import training
+from jaxcoded import integrity, training
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 
@@ -146,10 +150,10 @@ def _smoke_config(**overrides):
 def interrupted_run(tmp_path_factory):
   """A run stopped after step 4 (checkpoints 2 and 4) and the uninterrupted 6-step run."""
   workdir = tmp_path_factory.mktemp("interrupted")
-  stopped = training.train_and_evaluate(_smoke_config(stop_after_steps=4), workdir)
+  stopped = training.train(_smoke_config(stop_after_steps=4), workdir)
   assert stopped.step == 4 and _entries(workdir) == ["2", "4"]
   params_at_4 = jax.tree.map(np.asarray, nnx.state(stopped.model, nnx.Param))
-  straight = training.train_and_evaluate(_smoke_config(), tmp_path_factory.mktemp("straight"))
+  straight = training.train(_smoke_config(), tmp_path_factory.mktemp("straight"))
   return workdir, params_at_4, jax.tree.map(np.asarray, nnx.state(straight.model, nnx.Param))
 
 
@@ -175,34 +179,87 @@ def test_uncommitted_checkpoints_are_never_read(interrupted_run, tmp_path):
   with pytest.raises(FileNotFoundError, match="steps there: \\[2, 4\\]"):
     training.load_model(workdir, step=6)
 
-  resumed = training.train_and_evaluate(_smoke_config(), workdir)
+  resumed = training.train(_smoke_config(), workdir)
   assert resumed.completed and resumed.step == 6
   assert [r["step"] for r in training.read_metrics(workdir)] == [1, 2, 3, 4, 5, 6]
   jax.tree.map(np.testing.assert_array_equal, _params(workdir), straight_params)
   assert "6" in _entries(workdir)
 
 
-@pytest.mark.parametrize("damage", ["truncated", "item_missing", "empty"])
-def test_a_damaged_committed_checkpoint_fails_clearly(interrupted_run, tmp_path, damage):
-  """A directory named like a committed step but damaged (not what a kill leaves: disk faults,
-  a copy cut short) is refused by ``fit`` with an error naming it, never half-read."""
+def _flip_a_bit(step_dir, item="model"):
+  """One flipped bit in the middle of the item's largest data file (a disk fault)."""
+  files = [p for p in (step_dir / item).rglob("*") if p.is_file() and p.parent.name == "d"]
+  data = max(files, key=lambda p: p.stat().st_size)
+  raw = bytearray(data.read_bytes())
+  raw[len(raw) // 2] ^= 0x04
+  data.write_bytes(bytes(raw))
+
+
+@pytest.mark.parametrize("damage", ["truncated", "item_missing", "empty", "flipped_bit"])
+def test_a_damaged_committed_checkpoint_is_skipped_with_a_warning(
+    interrupted_run, tmp_path, damage
+):
+  """A step directory that looks committed but is damaged (not what a kill leaves: disk
+  faults, a copy cut short) is never read back: ``fit`` resumes from the newest intact step,
+  warns naming the damaged one, moves it to ``<step>.damaged`` and ends as if uninterrupted."""
+  source, _, straight_params = interrupted_run
+  workdir = tmp_path / "run"
+  shutil.copytree(source, workdir)
+  checkpoints = workdir / training.CHECKPOINT_DIR
+  if damage == "flipped_bit":  # step 4 itself: resume from 2
+    damaged, intact = checkpoints / "4", 2
+    _flip_a_bit(damaged)
+  else:  # a damaged copy of step 4 named 5: resume from 4
+    damaged, intact = checkpoints / "5", 4
+    shutil.copytree(checkpoints / "4", damaged)
+    if damage == "truncated":
+      for path in damaged.rglob("*"):
+        if path.is_file() and path.stat().st_size > 1000:
+          path.write_bytes(path.read_bytes()[:100])
+    elif damage == "item_missing":
+      shutil.rmtree(damaged / "model")
+    else:
+      shutil.rmtree(damaged)
+      damaged.mkdir()
+
+  with pytest.warns(integrity.CheckpointIntegrityWarning,
+                    match=rf"Skipped damaged checkpoint {re.escape(str(damaged))} .*moved to "
+                          rf"{re.escape(str(damaged))}\.damaged; restored step {intact} instead"):
+    resumed = training.train(_smoke_config(), workdir)
+  assert resumed.completed and resumed.step == 6
+  assert [r["step"] for r in training.read_metrics(workdir)] == [1, 2, 3, 4, 5, 6]
+  jax.tree.map(np.testing.assert_array_equal, _params(workdir), straight_params)
+  assert f"{damaged.name}.damaged" in _entries(workdir)
+
+
+def test_no_intact_checkpoint_fails_clearly(interrupted_run, tmp_path):
   source, _, _ = interrupted_run
   workdir = tmp_path / "run"
   shutil.copytree(source, workdir)
-  damaged = workdir / training.CHECKPOINT_DIR / "5"
-  shutil.copytree(workdir / training.CHECKPOINT_DIR / "4", damaged)
-  if damage == "truncated":
-    for path in damaged.rglob("*"):
-      if path.is_file() and path.stat().st_size > 1000:
-        path.write_bytes(path.read_bytes()[:100])
-  elif damage == "item_missing":
-    shutil.rmtree(damaged / "model")
-  else:
-    shutil.rmtree(damaged)
-    damaged.mkdir()
-
-  with pytest.raises(ValueError, match=f"Cannot resume from {re.escape(str(damaged))}"):
-    training.train_and_evaluate(_smoke_config(), workdir)
-  with pytest.raises(Exception):  # noqa: B017 (load_model's message is another matter)
+  checkpoints = workdir / training.CHECKPOINT_DIR
+  _flip_a_bit(checkpoints / "2")
+  _flip_a_bit(checkpoints / "4")
+  with pytest.raises(integrity.CheckpointCorruptedError,
+                     match=rf"Cannot resume from {re.escape(str(checkpoints))}: no committed step "
+                           r"is intact \(step 4: CheckpointCorruptedError.*; step 2: "):
+    training.train(_smoke_config(), workdir)
+  with pytest.raises(integrity.CheckpointCorruptedError, match="no committed step is intact"):
     training.load_model(workdir)
+  with pytest.raises(integrity.CheckpointCorruptedError, match=rf"{re.escape(str(checkpoints))}/2"):
+    training.load_model(workdir, step=2)
+  assert _entries(workdir) == ["2", "4"]  # nothing moved when nothing could be restored
   assert not (workdir / training.FINAL_METRICS_FILE).exists()
+
+
+def test_a_torn_metrics_line_is_dropped_on_resume(interrupted_run, tmp_path):
+  """A SIGKILL during a metrics write can leave its last line cut short."""
+  source, _, straight_params = interrupted_run
+  workdir = tmp_path / "run"
+  shutil.copytree(source, workdir)
+  metrics = workdir / training.METRICS_FILE
+  metrics.write_text(metrics.read_text() + '{"step": 5, "loss": 0.1')
+  with pytest.warns(integrity.TornLogWarning, match="dropped its last line"):
+    resumed = training.train(_smoke_config(), workdir)
+  assert resumed.completed
+  assert [r["step"] for r in training.read_metrics(workdir)] == [1, 2, 3, 4, 5, 6]
+  jax.tree.map(np.testing.assert_array_equal, _params(workdir), straight_params)

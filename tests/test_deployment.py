@@ -1,4 +1,4 @@
-"""Deployment: the same answers as each scheme's own pipeline; NaN outputs are erasures."""
+"""Deployment, the one pipeline: against a hand-written encode/vmap/decode; erasures; bad queries."""
 
 import jax
 import jax.numpy as jnp
@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from jaxcoded import deployment, schemes, workers
+from jaxcoded import data, deployment, queries as queries_lib, schemes, workers
 from jaxcoded.schemes import learned
 
 
@@ -15,57 +15,82 @@ def _linear(rng, features=6, classes=4):
   return (lambda w, x: w @ x.reshape(-1)), weights
 
 
+def _queries(rng, shape, dtype=jnp.float64):
+  """Queries inside the normalised-image range (the default range check accepts them)."""
+  return jnp.asarray(rng.uniform(-1.0, 1.0, size=shape), dtype)
+
+
+def _by_hand(scheme, tasks, roles, queries, mask):
+  """Encode, each worker's task on its row, zero the stragglers, decode: no Deployment."""
+  coded = scheme.encode(queries)
+  rows = [tasks[roles[n]].run(coded[n]) for n in range(scheme.num_workers)]
+  outputs = jnp.stack(rows) * jnp.asarray(mask)[:, None]
+  return scheme.decode(outputs, mask)
+
+
 @pytest.mark.parametrize("make", [
     lambda: schemes.Uncoded.create(3),
     lambda: schemes.Replication.create(3, 1),
     lambda: schemes.LagrangeCode.create(3, 2, degree=1),
     lambda: schemes.BerrutCode.create(3, 2),
 ])
-def test_homogeneous_matches_the_scheme_pipeline(rng, make):
+def test_homogeneous_matches_the_pipeline_by_hand(rng, make):
   scheme = make()
   fn, params = _linear(rng)
   served = deployment.Deployment.homogeneous("s", scheme, fn, params)
-  queries = jnp.asarray(rng.normal(size=(3, 2, 3)))
+  queries = _queries(rng, (3, 2, 3))
   mask = jnp.asarray(rng.permutation(scheme.num_workers) >= 1)  # one straggler
   got = served(queries, mask)
-  want = scheme(fn, params, queries, mask)
+  want = _by_hand(scheme, served.tasks, served.roles, queries, mask)
   np.testing.assert_allclose(got.values, want.values, rtol=1e-12, atol=1e-12)
   np.testing.assert_array_equal(got.answered, want.answered)
+  # Scheme.__call__ is the same path.
+  short = scheme(fn, params, queries, mask)
+  np.testing.assert_array_equal(short.values, got.values)
   assert served.worker(0).params is params and served.num_queries == 3
 
 
-def test_parity_deployment_matches_parm(rng):
+def test_parity_deployment_runs_f_and_the_parity_model(rng):
   code = schemes.ParityCode.create(3)
   fn, params = _linear(rng)
   parity_fn, parity_params = _linear(rng)
   served = deployment.Deployment.parity("ParM", code, fn, params, parity_fn, parity_params)
   assert served.roles == (0, 0, 0, 1)
-  queries = jnp.asarray(rng.normal(size=(3, 6)))
+  queries = _queries(rng, (3, 6))
   for straggler in range(4):
     mask = jnp.arange(4) != straggler
     got = served(queries, mask)
-    want = code(fn, params, queries, mask, parity_fn=parity_fn, parity_params=parity_params)
+    want = _by_hand(code, served.tasks, served.roles, queries, mask)
     np.testing.assert_allclose(got.values, want.values, rtol=1e-12, atol=1e-12)
     np.testing.assert_array_equal(got.answered, want.answered)
+  with pytest.raises(ValueError, match="runs two functions"):
+    deployment.Deployment.of("ParM", code, deployment.WorkerTask(fn, params))
 
 
-def test_learned_deployment_matches_the_code(rng):
+def test_learned_deployment_designs_a_and_b_agree(rng):
   code = learned.PolynomialCode.create(
       4, 6, (8, 8, 1), 10, encoder_degree=1, worker_features=(4,), worker_out=8,
       head_hidden=0, rngs=nnx.Rngs(int(rng.integers(1 << 30))),
   )
-  served = deployment.Deployment.learned("learned", code)
-  queries = jnp.asarray(rng.normal(size=(4, 8, 8, 1)), jnp.float32)
+  queries = _queries(rng, (4, 8, 8, 1), jnp.float32)
   mask = jnp.array([True, False, True, True, False, True])
-  np.testing.assert_allclose(served(queries, mask).values, code(queries, mask).values,
-                             rtol=1e-5, atol=1e-5)
+  design_a = deployment.Deployment.learned("learned", code)
+  design_b = deployment.Deployment.learned("learned", code, design="B")
+  assert design_b.tasks[0].reads_queries and not design_a.tasks[0].reads_queries
+  want = _by_hand(code, design_a.tasks, design_a.roles, queries, mask)
+  np.testing.assert_allclose(design_a(queries, mask).values, want.values, rtol=1e-5, atol=1e-5)
+  np.testing.assert_allclose(design_b(queries, mask).values, want.values, rtol=1e-4, atol=1e-4)
+  with pytest.raises(ValueError, match="unknown system design 'C'"):
+    deployment.Deployment.learned("learned", code, design="C")
+  with pytest.raises(ValueError, match="no worker-side encoding"):
+    deployment.Deployment.of("Berrut", schemes.BerrutCode.create(4, 2), design="B")
 
 
 def test_non_finite_outputs_are_erased_like_stragglers(rng):
   scheme = schemes.BerrutCode.create(3, 2)
   fn, params = _linear(rng)
   served = deployment.Deployment.homogeneous("s", scheme, fn, params)
-  queries = jnp.asarray(rng.normal(size=(3, 6)))
+  queries = _queries(rng, (3, 6))
   outputs = served.run_workers(served.encode(queries))
   everyone = jnp.ones((5,), bool)
   for bad in (jnp.nan, jnp.inf, -jnp.inf):
@@ -85,7 +110,7 @@ def test_mesh_matches_vmap_with_two_roles(rng):
   code = schemes.ParityCode.create(8)  # 8 systematic workers on the mesh, 1 parity beside it
   fn, params = _linear(rng)
   served = deployment.Deployment.parity("ParM", code, fn, params, fn, params)
-  queries = jnp.asarray(rng.normal(size=(8, 6)))
+  queries = _queries(rng, (8, 6))
   mask = jnp.arange(9) != 3
   single = served(queries, mask)
   sharded = served(queries, mask, mesh=workers.make_worker_mesh(8))
@@ -102,3 +127,53 @@ def test_bad_roles_and_workers_are_refused(rng):
   served = deployment.Deployment.homogeneous("x", scheme, fn, params)
   with pytest.raises(ValueError, match="worker 3 is not in 0..2"):
     served.worker(3)
+
+
+# -- one bad query must not corrupt its group (docs/reliability.md) -------------------
+
+
+def test_out_of_range_query_is_refused_and_named(rng):
+  fn, params = _linear(rng)
+  served = deployment.Deployment.homogeneous("Berrut", schemes.BerrutCode.create(3, 1), fn, params)
+  queries = np.asarray(_queries(rng, (3, 6)))
+  raw = queries.copy()
+  raw[1] = rng.integers(0, 256, size=6)  # raw pixels among normalised mates
+  mask = jnp.ones(4, bool)
+  with pytest.raises(ValueError, match=r"query 1 has values in .* outside the expected range"):
+    served(raw, mask)
+  with pytest.raises(ValueError, match=r"query 1 .*outside"):
+    served.scheme(fn, params, raw, mask)
+  with pytest.raises(ValueError, match="float"):
+    served(raw.astype(np.uint8), mask)
+  nan = queries.copy()
+  nan[2, 0] = np.nan
+  with pytest.raises(ValueError, match="finite"):
+    served(nan, mask)
+  # Data that are not images: the range check is the caller's to waive.
+  free = deployment.Deployment.homogeneous("free", served.scheme, fn, params, query_range=None)
+  assert np.all(free(raw, mask).answered)
+
+
+def test_dataset_range_is_exactly_what_load_produces():
+  test = data.load("digits", "test", seed=None)
+  low, high = queries_lib.value_range("digits")
+  assert low <= test.images.min() and test.images.max() <= high
+  assert test.images.min() - low < 0.01 and high - test.images.max() < 0.01
+  assert queries_lib.value_range("digits")[1] < queries_lib.NORMALISED_RANGE[1]
+  raw = np.arange(17, dtype=np.float32).reshape(1, 17, 1, 1)
+  normalised = data.normalise("digits", raw)
+  assert low <= normalised.min() and normalised.max() <= high
+
+
+def test_a_raw_query_would_have_corrupted_its_mates(rng):
+  """Why the check exists: one raw-pixel mate moves every decoded answer of Berrut."""
+  fn, params = _linear(rng)
+  scheme = schemes.BerrutCode.create(4, 1)
+  served = deployment.Deployment.homogeneous("free", scheme, fn, params, query_range=None)
+  queries = np.asarray(_queries(rng, (4, 6)))
+  clean = served(queries, jnp.ones(5, bool).at[2].set(False)).values
+  raw = queries.copy()
+  raw[3] = 255.0
+  spoiled = served(raw, jnp.ones(5, bool).at[2].set(False)).values
+  moved = np.abs(np.asarray(spoiled[:3]) - np.asarray(clean[:3])).max(axis=1)
+  assert np.all(moved > 1.0)  # every other query's answer is off by far more than its scale

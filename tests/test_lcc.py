@@ -36,7 +36,7 @@ def test_exact_from_every_recovery_subset(rng, num_queries, num_stragglers, degr
   expected = np.stack([f_reference(a, x, degree) for x in queries])
 
   masks = stragglers.all_masks(code.num_workers, num_stragglers)
-  decode_all = jax.jit(jax.vmap(lambda mask: code(f, jnp.asarray(a), jnp.asarray(queries), mask)))
+  decode_all = jax.jit(jax.vmap(lambda mask: code(f, jnp.asarray(a), jnp.asarray(queries), mask, query_range=None)))
   decoded = decode_all(jnp.asarray(masks))
   assert decoded.values.shape == (len(masks), num_queries, 4)
   assert bool(jnp.all(decoded.answered))
@@ -52,7 +52,7 @@ def test_more_than_threshold_gives_same_answer(rng):
   expected = np.stack([f_reference(np.asarray(a), np.asarray(x), 2) for x in queries])
   for num_stragglers in range(0, 4):
     for mask in stragglers.all_masks(code.num_workers, num_stragglers):
-      decoded = code(f, a, queries, jnp.asarray(mask))
+      decoded = code(f, a, queries, jnp.asarray(mask), query_range=None)
       np.testing.assert_allclose(decoded.values, expected, rtol=1e-9, atol=1e-10)
 
 
@@ -83,7 +83,8 @@ def test_float32_decoding_is_accurate(rng):
   a = rng.normal(size=(3, 10)).astype(np.float32)
   mask = np.ones(code.num_workers, bool)
   mask[[1, 7]] = False
-  decoded = code(polynomial_worker(1), jnp.asarray(a), jnp.asarray(queries), jnp.asarray(mask))
+  decoded = code(polynomial_worker(1), jnp.asarray(a), jnp.asarray(queries), jnp.asarray(mask),
+                 query_range=None)
   assert decoded.values.dtype == jnp.float32
   expected = queries.astype(np.float64) @ a.T.astype(np.float64)
   np.testing.assert_allclose(decoded.values, expected, rtol=1e-4, atol=1e-4)

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from jaxcoded import coders, models, stragglers, workers
+from jaxcoded import coders, deployment, models, stragglers, workers
 from jaxcoded.schemes import learned
 
 # Float32 agreement of decoded logits across recovery subsets, relative to the
@@ -23,6 +23,12 @@ def cast(module, dtype):
   state = nnx.state(module)
   nnx.update(module, jax.tree.map(lambda x: jnp.asarray(x, dtype), state))
   return module
+
+
+def run(code, queries, mask, design="A", mesh=None):
+  """The one pipeline around a learned code (Deployment.learned), for random test queries."""
+  served = deployment.Deployment.learned("code", code, design=design, query_range=None)
+  return served(queries, mask, mesh=mesh)
 
 
 def small_code(num_queries=4, num_workers=6, encoder_degree=1, dtype=jnp.float64, seed=0, **kw):
@@ -66,7 +72,7 @@ def test_below_threshold_answers_nothing(rng):
   code = small_code()
   queries = jnp.asarray(rng.normal(size=(4, 8, 8, 1)))
   mask = jnp.asarray(stragglers.all_masks(6, 4)[5])
-  decoded = code(queries, mask)
+  decoded = run(code, queries, mask)
   assert not np.any(decoded.answered)
   np.testing.assert_array_equal(decoded.values, 0.0)
 
@@ -88,12 +94,12 @@ def test_designs_a_and_b_agree(rng):
   code = small_code()
   queries = jnp.asarray(rng.normal(size=(4, 8, 8, 1)))
   mask = jnp.asarray(stragglers.all_masks(6, 3)[int(rng.integers(20))])
-  a = code(queries, mask, design="A")
-  b = code(queries, mask, design="B")
+  a = run(code, queries, mask, design="A")
+  b = run(code, queries, mask, design="B")
   np.testing.assert_allclose(a.values, b.values, rtol=1e-12, atol=1e-14)
   np.testing.assert_array_equal(a.answered, b.answered)
   with pytest.raises(ValueError, match="design"):
-    code(queries, mask, design="C")
+    run(code, queries, mask, design="C")
 
 
 def test_design_b_on_a_device_mesh_agrees_with_design_a(rng):
@@ -101,8 +107,8 @@ def test_design_b_on_a_device_mesh_agrees_with_design_a(rng):
   queries = jnp.asarray(rng.normal(size=(4, 8, 8, 1)))
   mask = jnp.asarray(stragglers.random_mask(jax.random.key(int(rng.integers(1000))), 8, 2))
   mesh = workers.make_worker_mesh(4)
-  local = code(queries, mask, design="A").values
-  sharded = code(queries, mask, design="B", mesh=mesh).values
+  local = run(code, queries, mask, design="A").values
+  sharded = run(code, queries, mask, design="B", mesh=mesh).values
   np.testing.assert_allclose(sharded, local, rtol=1e-10, atol=1e-12)
 
 
@@ -116,7 +122,8 @@ def test_new_worker_points_at_deploy_time(rng):
   assert wider.sizes == (4, 9, 3)
   mask = np.ones(9, bool)
   mask[rng.choice(9, 6, replace=False)] = False
-  np.testing.assert_allclose(wider(queries, jnp.asarray(mask)).values, expected, rtol=1e-9, atol=1e-12)
+  np.testing.assert_allclose(run(wider, queries, jnp.asarray(mask)).values, expected, rtol=1e-9,
+                             atol=1e-12)
   with pytest.raises(ValueError, match="recovery threshold"):
     code.with_worker_points(jnp.linspace(-0.9, 0.9, 2))
 
@@ -127,12 +134,12 @@ def test_one_compilation_serves_every_mask(rng):
   traces = []
 
   @jax.jit
-  def run(mask):
+  def decode(mask):
     traces.append(1)
-    return code(queries, mask).values
+    return run(code, queries, mask).values
 
   for mask in stragglers.all_masks(6, 3)[:5]:
-    run(jnp.asarray(mask))
+    decode(jnp.asarray(mask))
   assert len(traces) == 1
 
 
@@ -167,9 +174,9 @@ def test_bad_sizes_are_rejected():
     small_code(num_workers=2)
   code = small_code()
   with pytest.raises(ValueError, match="shape"):
-    code(jnp.zeros((3, 8, 8, 1)), jnp.ones(6, bool))
+    run(code, jnp.zeros((3, 8, 8, 1)), jnp.ones(6, bool))
   with pytest.raises(ValueError, match="mask"):
-    code(jnp.zeros((4, 8, 8, 1)), jnp.ones(5, bool))
+    run(code, jnp.zeros((4, 8, 8, 1)), jnp.ones(5, bool))
 
 
 def lagrange_code(rng, threshold=5):
@@ -188,7 +195,7 @@ def test_learned_lagrange_matches_a_numpy_reference(rng):
   queries = jnp.asarray(rng.normal(size=(4, 8, 8, 1)))
   mask = np.ones(7, bool)
   mask[rng.choice(7, 2, replace=False)] = False
-  decoded = code(queries, jnp.asarray(mask))
+  decoded = run(code, queries, jnp.asarray(mask))
 
   a, b = np.asarray(code.data_points[...]), np.asarray(code.worker_points[...])
   encoded = np.asarray(code.encoder(queries)).reshape(4, -1)
@@ -201,7 +208,7 @@ def test_learned_lagrange_matches_a_numpy_reference(rng):
   kernel = np.asarray(code.head.kernel[...])
   expected = np.einsum("kd,kdh->kh", fitted, kernel) + np.asarray(code.head.bias[...])
   np.testing.assert_allclose(decoded.values, expected, rtol=1e-7, atol=1e-9)
-  np.testing.assert_allclose(code(queries, jnp.asarray(mask), design="B").values, decoded.values,
+  np.testing.assert_allclose(run(code, queries, jnp.asarray(mask), design="B").values, decoded.values,
                              rtol=1e-12, atol=1e-12)
 
 
@@ -212,6 +219,6 @@ def test_learned_lagrange_keeps_the_classifier_frozen(rng):
   assert paths and not any("classifier" in p for p in paths)
   assert any("encoder" in p for p in paths) and any("head" in p for p in paths)
   queries = jnp.asarray(rng.normal(size=(4, 8, 8, 1)))
-  grads = nnx.grad(lambda c: jnp.sum(c(queries, jnp.ones(7, bool)).values ** 2))(code)
+  grads = nnx.grad(lambda c: jnp.sum(run(c, queries, jnp.ones(7, bool)).values ** 2))(code)
   classifier_grads = jax.tree.leaves(nnx.state(grads, nnx.PathContains("classifier")))
   assert all(np.all(g == 0) for g in classifier_grads)

@@ -10,7 +10,7 @@ import pytest
 from flax import nnx
 
 from configs import parm_digits, parm_fmnist
-from jaxcoded import data, models, parity_training, training
+from jaxcoded import comparison, data, deployment, models, training
 from jaxcoded.schemes.parm import ParityCode
 
 
@@ -26,7 +26,7 @@ def trained(tmp_path_factory):
   config.eval_every = 0
   config.checkpoint_every = 150
   config.progress_bar = False
-  result = parity_training.train_parity_model(config, workdir)
+  result = training.parity.train(config, workdir)
   return config, workdir, result
 
 
@@ -50,20 +50,24 @@ def test_decoder_path_agrees_with_the_metrics(trained):
   # The scheme's decode over every single-straggler mask gives what the
   # trainer's closed-form metrics report.
   config, workdir, result = trained
-  base_model = parity_training.load_or_train_base(config, workdir)
+  base_model = training.parity.load_or_train_base(config, workdir)
   test = data.load("digits", "test", seed=None)
   code = ParityCode.create(config.num_queries)
-  base_fn, base_params = parity_training.as_worker_fn(base_model)
-  parity_fn, parity_params = parity_training.as_worker_fn(result.model)
+  base_fn, base_params = training.parity.as_worker_fn(base_model)
+  parity_fn, parity_params = training.parity.as_worker_fn(result.model)
   masks = np.array([np.arange(code.num_workers) != s for s in range(code.num_workers)])
-  scores = parity_training.evaluate_parity_code(
-      code, base_fn, base_params, parity_fn, parity_params, test.images, test.labels, masks)
+  served = deployment.Deployment.parity("ParM", code, base_fn, base_params, parity_fn,
+                                        parity_params)
+  groups, group_labels = comparison.make_groups(test.images, test.labels, code.num_queries)
+  predictions = jax.vmap(jax.vmap(base_fn, in_axes=(None, 0)), in_axes=(None, 0))(
+      base_params, groups).argmax(-1)
+  scores = comparison.evaluate_deployment(served, groups, group_labels, predictions, masks)
   metrics = result.final_metrics
   np.testing.assert_allclose(
-      scores.accuracy.mean(), metrics["test_one_straggler_accuracy"], atol=1e-9)
-  np.testing.assert_allclose(
-      scores.degraded_accuracy[:-1].mean(), metrics["test_degraded_accuracy"], atol=1e-9)
-  assert np.isnan(scores.degraded_accuracy[-1])  # Only the parity straggled.
+      scores.accuracy.mean(), metrics["test_one_straggler_accuracy"], atol=1e-6)
+  degraded = scores.degraded_correct / np.maximum(scores.degraded_count, 1)
+  np.testing.assert_allclose(degraded[:-1].mean(), metrics["test_degraded_accuracy"], atol=1e-6)
+  assert scores.degraded_count[-1] == 0  # Only the parity straggled.
   np.testing.assert_array_equal(scores.answered, 1.0)
 
 
@@ -72,7 +76,7 @@ def test_finished_base_is_reused(trained, tmp_path):
   config = parm_digits.get_config("smoke")
   config.base_workdir = str(workdir / "base")
   before = (workdir / "base" / "metrics.jsonl").read_text()
-  result = parity_training.train_parity_model(config, tmp_path)
+  result = training.parity.train(config, tmp_path)
   assert result.completed and result.step == 4
   assert (workdir / "base" / "metrics.jsonl").read_text() == before
   assert not (tmp_path / "base").exists()
@@ -84,7 +88,7 @@ def test_degraded_metrics_against_the_decoder(rng):
   outputs = rng.normal(size=(groups, k, c))
   parity = outputs.sum(1) + 0.8 * rng.normal(size=(groups, c))
   labels = rng.integers(c, size=(groups, k))
-  metrics = parity_training.degraded_metrics(outputs, parity, labels)
+  metrics = training.parity.degraded_metrics(outputs, parity, labels)
   code = ParityCode.create(k)
   coded_outputs = np.concatenate([outputs, parity[:, None]], axis=1)  # (G, N, C)
   masks = np.arange(k + 1) != np.arange(k)[:, None]  # (K, N): worker j straggles.
@@ -98,16 +102,16 @@ def test_degraded_metrics_against_the_decoder(rng):
   assert metrics["base_accuracy"] == pytest.approx(np.mean(outputs.argmax(-1) == labels))
   assert metrics["parity_mse"] == pytest.approx(np.mean((parity - outputs.sum(1)) ** 2))
   with pytest.raises(ValueError, match="labels"):
-    parity_training.degraded_metrics(outputs, parity, labels[:, :2])
+    training.parity.degraded_metrics(outputs, parity, labels[:, :2])
 
 
 def test_parity_batches_sum_groups_and_resume(rng):
   images = rng.normal(size=(50, 2, 2, 1)).astype(np.float32)
   outputs = rng.normal(size=(50, 3)).astype(np.float32)
-  stream = parity_training.parity_batches(images, outputs, 4, 3, seed=1)
+  stream = training.parity.parity_batches(images, outputs, 4, 3, seed=1)
   batches = list(itertools.islice(stream, 9))  # 4 per epoch: crosses two epochs.
   resumed = list(itertools.islice(
-      parity_training.parity_batches(images, outputs, 4, 3, seed=1, start_step=5), 4))
+      training.parity.parity_batches(images, outputs, 4, 3, seed=1, start_step=5), 4))
   for (p, t), (p2, t2) in zip(batches[5:], resumed):
     np.testing.assert_array_equal(p, p2)
     np.testing.assert_array_equal(t, t2)
@@ -115,16 +119,16 @@ def test_parity_batches_sum_groups_and_resume(rng):
   np.testing.assert_allclose(batches[0][0], images[order].sum(1), rtol=1e-6)
   np.testing.assert_allclose(batches[0][1], outputs[order].sum(1), rtol=1e-6)
   with pytest.raises(ValueError, match="cannot fill"):
-    next(parity_training.parity_batches(images, outputs, 10, 6, seed=0))
+    next(training.parity.parity_batches(images, outputs, 10, 6, seed=0))
 
 
 def test_softmax_worker_outputs_probabilities(rng):
   model = models.create("digits_mlp", rngs=nnx.Rngs(0))
-  fn, params = parity_training.as_worker_fn(model, "softmax")
+  fn, params = training.parity.as_worker_fn(model, "softmax")
   x = jnp.asarray(rng.normal(size=(8, 8, 1)), jnp.float32)
   probabilities = fn(params, x)
   np.testing.assert_allclose(probabilities, jax.nn.softmax(model(x[None])[0]), rtol=1e-6)
-  outputs = parity_training.base_outputs(model, np.asarray(x[None]), target="softmax")
+  outputs = training.parity.base_outputs(model, np.asarray(x[None]), target="softmax")
   np.testing.assert_allclose(outputs[0], probabilities, rtol=1e-6)
 
 
@@ -139,7 +143,7 @@ def test_bad_configs_are_rejected(trained, tmp_path, field, value, match):
   config.base_workdir = str(workdir / "base")
   config[field] = value
   with pytest.raises(ValueError, match=match):
-    parity_training.train_parity_model(config, tmp_path)
+    training.parity.train(config, tmp_path)
 
 
 def test_fmnist_configs():

@@ -7,8 +7,15 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jaxcoded import workers
-from jaxcoded.schemes.parm import ParityCode, parm_outputs
+from jaxcoded import deployment, workers
+from jaxcoded.schemes.parm import ParityCode
+
+
+def parm_outputs(code, base_fn, base_params, parity_fn, parity_params, queries, mask=None,
+                 mesh=None):
+  served = deployment.Deployment.parity("ParM", code, base_fn, base_params, parity_fn,
+                                        parity_params, query_range=None)
+  return served.outputs(queries, mask, mesh=mesh)
 
 
 def tanh_worker(params, x):
@@ -189,25 +196,29 @@ def test_mesh_shards_the_systematic_workers(rng):
   params = jnp.asarray(rng.normal(size=(3, 5)))
   mask = jnp.asarray(np.arange(9) != 2)
   on_mesh = code(affine_worker, (params, 0.0), queries, mask, mesh=mesh,
-                 parity_fn=affine_worker, parity_params=(params, 0.0))
+                 parity_fn=affine_worker, parity_params=(params, 0.0), query_range=None)
   local = code(affine_worker, (params, 0.0), queries, mask,
-               parity_fn=affine_worker, parity_params=(params, 0.0))
+               parity_fn=affine_worker, parity_params=(params, 0.0), query_range=None)
   np.testing.assert_allclose(on_mesh.values, local.values, rtol=1e-12, atol=1e-12)
-  with pytest.raises(ValueError, match="divides K"):
-    parm_outputs(ParityCode.create(6), affine_worker, (params, 0.0), affine_worker, (params, 0.0),
-                 queries[:6], mesh=mesh)
+  # K = 6 systematic workers do not divide over 4 devices: they run on one device, same answer.
+  six = ParityCode.create(6)
+  np.testing.assert_allclose(
+      parm_outputs(six, affine_worker, (params, 0.0), affine_worker, (params, 0.0), queries[:6],
+                   mesh=mesh),
+      parm_outputs(six, affine_worker, (params, 0.0), affine_worker, (params, 0.0), queries[:6]),
+      rtol=1e-12, atol=1e-12)
 
 
 def test_bad_calls_are_rejected(rng):
   code = ParityCode.create(3)
   queries = jnp.asarray(rng.normal(size=(3, 2)))
-  with pytest.raises(ValueError, match="parity_fn"):
-    code(tanh_worker, jnp.ones((2, 2)), queries, jnp.ones((4,), bool))
+  with pytest.raises(ValueError, match="runs two functions"):
+    code(tanh_worker, jnp.ones((2, 2)), queries, jnp.ones((4,), bool), query_range=None)
   with pytest.raises(ValueError, match="mask has shape"):
     code.decode(jnp.zeros((4, 2)), jnp.ones((3,), bool))
   with pytest.raises(ValueError, match="outputs have shape"):
     code.decode(jnp.zeros((3, 2)), jnp.ones((4,), bool))
   with pytest.raises(ValueError, match="K = 3"):
     code.encode(jnp.zeros((4, 2)))
-  with pytest.raises(ValueError, match="must match"):
+  with pytest.raises(ValueError, match="same shape"):
     parm_outputs(code, tanh_worker, jnp.ones((2, 2)), tanh_worker, jnp.ones((5, 2)), queries)

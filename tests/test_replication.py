@@ -35,7 +35,7 @@ def test_exact_for_every_straggler_pattern(rng, dtype, tol, num_queries, num_str
   queries = rng.normal(size=(num_queries, 2, 3)).astype(dtype)
   params = rng.normal(size=(5, 6)).astype(dtype)
   expected = np.tanh(queries.reshape(num_queries, -1).astype(np.float64) @ params.astype(np.float64).T)
-  run = jax.jit(jax.vmap(lambda m: code(tanh_worker, params, queries, m)))
+  run = jax.jit(jax.vmap(lambda m: code(tanh_worker, params, queries, m, query_range=None)))
   for s in (num_stragglers, num_stragglers + 1):
     masks = stragglers.all_masks(code.num_workers, s)
     decoded = run(jnp.asarray(masks))

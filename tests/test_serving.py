@@ -14,6 +14,7 @@ starting worker actors takes seconds on a 2-core machine):
 from __future__ import annotations
 
 import functools
+import threading
 import time
 import types
 
@@ -26,7 +27,7 @@ from flax import nnx  # noqa: E402
 
 from configs import digits  # noqa: E402
 from jaxcoded import (  # noqa: E402
-    data, deployment, parity_training, schemes, serving, stragglers, training,
+    data, deployment, schemes, serving, stragglers, training,
 )
 
 INPUT_SHAPE = (8, 8, 1)
@@ -51,7 +52,7 @@ def classifier(tmp_path_factory):
   config.eval_every = config.checkpoint_every = 100
   config.progress_bar = False
   workdir = tmp_path_factory.mktemp("digits")
-  training.train_and_evaluate(config, workdir)
+  training.train(config, workdir)
   model, _ = training.load_model(workdir)
   graphdef, params = nnx.split(model)
 
@@ -184,16 +185,18 @@ def test_bad_queries_are_rejected_alone(berrut, classifier):
   before = berrut.stats()
   nan_image = images[0].copy()
   nan_image[3, 3, 0] = np.nan
+  raw = np.round((images[0] * 0.376 + 0.305) * 16)  # the raw 0..16 pixels of a digit
   batch = [images[20], nan_image, images[21], np.zeros((7, 7, 1)), images[22],
-           np.full(INPUT_SHAPE, "x"), images[23]]
+           np.full(INPUT_SHAPE, "x"), raw.astype(np.uint8), raw, images[23]]
   futures = berrut.submit(batch)
-  for index, match in ((1, "NaN or inf"), (3, "shape"), (5, "real numbers")):
+  for index, match in ((1, "finite|NaN"), (3, "shape"), (5, "floating-point"),
+                       (6, "floating-point"), (7, "query 7 .*outside the expected range")):
     with pytest.raises(ValueError, match=match):
       futures[index].result(timeout=0)
-  good = [futures[i].result(timeout=30) for i in (0, 2, 4, 6)]
+  good = [futures[i].result(timeout=30) for i in (0, 2, 4, 8)]
   assert len({a.group for a in good}) == 1  # the four good queries made one full group
   after = berrut.stats()
-  assert after.rejected - before.rejected == 3
+  assert after.rejected - before.rejected == 5
   assert after.submitted - before.submitted == 4
   with pytest.raises(ValueError, match="images must have shape"):
     berrut.submit(images[0])
@@ -303,6 +306,32 @@ def test_submit_after_shutdown_raises(fragile, classifier):
     fragile.submit(classifier.images[:1])
 
 
+def test_shutdown_from_a_done_callback_stops_every_actor(ray_instance, classifier):
+  """Called on the service's own collector thread, shutdown must not join itself."""
+  service = start_uncoded(classifier)
+  workers_started = list(service._workers)  # pylint: disable=protected-access
+  called = threading.Event()
+  errors = []
+
+  def stop(_future):
+    try:
+      service.shutdown()
+    except BaseException as error:  # pylint: disable=broad-except
+      errors.append(error)
+    called.set()
+
+  future = service.submit(classifier.images[:1])[0]
+  future.add_done_callback(stop)
+  assert called.wait(30)
+  assert not errors
+  service.shutdown()  # idempotent; from this thread it waits for the first one
+  for worker in workers_started:
+    with pytest.raises(ray.exceptions.RayActorError):
+      ray.get(worker.probe.remote(), timeout=30)
+  with pytest.raises(serving.ServiceStopped):
+    service.submit(classifier.images[:1])
+
+
 # ---------------------------------------------------------------------------
 # Pieces that need no actors.
 
@@ -365,7 +394,7 @@ def test_service_arguments_are_checked(classifier):
 def load_classifier_task(workdir):
   """A task source that reads the checkpoint where the worker runs."""
   model, _ = training.load_model(workdir)
-  return deployment.WorkerTask(*parity_training.as_worker_fn(model))
+  return deployment.WorkerTask(*training.parity.as_worker_fn(model))
 
 
 def test_a_worker_built_from_a_checkpoint_computes_the_task(ray_instance, classifier):

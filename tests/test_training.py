@@ -61,7 +61,7 @@ def smoke_run(tmp_path_factory):
   """One smoke run of the trainer (4 steps), shared by the tests that read it."""
   workdir = tmp_path_factory.mktemp("smoke")
   config = smoke_config()
-  return config, workdir, training.train_and_evaluate(config, workdir)
+  return config, workdir, training.train(config, workdir)
 
 
 def test_smoke_run_writes_config_metrics_and_checkpoints(smoke_run):
@@ -124,7 +124,7 @@ def test_load_model_restores_the_final_parameters(smoke_run):
 def test_resumed_run_equals_uninterrupted_run(tmp_path, monkeypatch):
   # augment=True makes the result depend on the per-step keys as well.
   overrides = dict(num_steps=6, checkpoint_every=2, keep_checkpoints=2, augment=True)
-  straight = training.train_and_evaluate(smoke_config(**overrides), tmp_path / "straight")
+  straight = training.train(smoke_config(**overrides), tmp_path / "straight")
 
   starts = []
   batch_stream = training.batch_stream
@@ -135,14 +135,14 @@ def test_resumed_run_equals_uninterrupted_run(tmp_path, monkeypatch):
 
   monkeypatch.setattr(training, "batch_stream", recording_stream)
   workdir = tmp_path / "interrupted"
-  stopped = training.train_and_evaluate(smoke_config(stop_after_steps=5, **overrides), workdir)
+  stopped = training.train(smoke_config(stop_after_steps=5, **overrides), workdir)
   assert not stopped.completed and stopped.step == 5 and stopped.final_metrics == {}
   assert not (workdir / "final_metrics.json").exists()
   # Interrupted after step 5: the last checkpoint is step 4, step 5 is lost.
   assert _checkpoint_steps(workdir) == [2, 4]
   assert [r["step"] for r in training.read_metrics(workdir)] == [1, 2, 3, 4, 5]
 
-  resumed = training.train_and_evaluate(smoke_config(**overrides), workdir)
+  resumed = training.train(smoke_config(**overrides), workdir)
   assert starts == [0, 4]
   assert resumed.completed and resumed.step == 6
   jax.tree.map(np.testing.assert_array_equal, _params(resumed.model), _params(straight.model))
@@ -157,7 +157,7 @@ def test_resumed_run_equals_uninterrupted_run(tmp_path, monkeypatch):
   assert _checkpoint_steps(workdir) == [4, 6]
 
   # A finished run is not trained again; it reports the same final metrics.
-  again = training.train_and_evaluate(smoke_config(**overrides), workdir)
+  again = training.train(smoke_config(**overrides), workdir)
   assert again.completed and again.step == 6 and again.final_metrics == resumed.final_metrics
   jax.tree.map(np.testing.assert_array_equal, _params(again.model), _params(straight.model))
   assert len(training.read_metrics(workdir)) == 6
@@ -317,7 +317,7 @@ def test_warmup_cosine_schedule_matches_formula():
 
 def test_mismatched_model_and_dataset_is_a_clear_error(tmp_path):
   with pytest.raises(ValueError, match=r"lenet5 expects images of shape \(28, 28, 1\)"):
-    training.train_and_evaluate(smoke_config(model="lenet5", model_kwargs={}), tmp_path)
+    training.train(smoke_config(model="lenet5", model_kwargs={}), tmp_path)
 
 
 @pytest.mark.parametrize("name", ["digits", "fashion_mnist_lenet", "cifar10_resnet18"])

@@ -26,7 +26,7 @@ def test_returned_queries_get_the_base_output(rng, dtype, tol, num_queries, num_
   key = jax.random.key(int(rng.integers(1 << 30)))
   masks = stragglers.random_masks(key, 5, num_queries, num_stragglers)
 
-  decoded = jax.jit(jax.vmap(lambda m: code(tanh_worker, params, queries, m)))(masks)
+  decoded = jax.jit(jax.vmap(lambda m: code(tanh_worker, params, queries, m, query_range=None)))(masks)
   expected = np.tanh(queries.reshape(num_queries, -1).astype(np.float64) @ params.astype(np.float64).T)
   masks = np.asarray(masks)
   np.testing.assert_array_equal(decoded.answered, masks)

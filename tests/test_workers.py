@@ -93,8 +93,8 @@ def test_float32_stays_float32(rng):
   np.testing.assert_allclose(outputs, expected, rtol=1e-5, atol=1e-5)
 
 
-@pytest.mark.parametrize("zero_straggler_inputs", [True, False])
-def test_nan_poisoned_stragglers_never_leak(rng, zero_straggler_inputs):
+@pytest.mark.parametrize("replace_straggler_inputs", [True, False])
+def test_nan_poisoned_stragglers_never_leak(rng, replace_straggler_inputs):
   params = random_params(rng)
   coded_inputs = rng.normal(size=(8, IN_DIM))
   mask = random_mask(rng, 8, 3)
@@ -102,7 +102,7 @@ def test_nan_poisoned_stragglers_never_leak(rng, zero_straggler_inputs):
   poisoned[~mask] = np.nan
   poisoned[np.flatnonzero(~mask)[0]] = np.inf
   outputs = workers.run_workers(
-      mlp_worker, params, poisoned, mask, zero_straggler_inputs=zero_straggler_inputs
+      mlp_worker, params, poisoned, mask, replace_straggler_inputs=replace_straggler_inputs
   )
   assert np.all(np.isfinite(outputs))
   np.testing.assert_array_equal(np.asarray(outputs)[~mask], 0.0)

@@ -14,20 +14,16 @@ See docs/training.md.
 from __future__ import annotations
 
 import json
-import pathlib
-import sys
 
 import jax
-from absl import app, flags, logging
+from absl import app, flags
 from ml_collections import config_flags
 
-from jaxcoded import coder_training, parity_training, training
-
-# Config variants import their defaults (``from configs import digits``).
-sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
+from jaxcoded import logs, training
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Training config file.", lock_config=True)
 _WORKDIR = flags.DEFINE_string("workdir", None, "Directory for checkpoints and metrics.")
+_VERBOSE = flags.DEFINE_boolean("verbose", False, "Show library INFO logs on the terminal.")
 _DISTRIBUTED = flags.DEFINE_boolean(
     "distributed", False, "Call jax.distributed.initialize() first (one process per host)."
 )
@@ -39,21 +35,13 @@ def main(argv):
     raise app.UsageError(f"Unexpected arguments: {' '.join(argv[1:])}")
   if _DISTRIBUTED.value:
     jax.distributed.initialize()  # coordinator from the environment (SLURM, TPU, JAX_*)
-  config = _CONFIG.value
-  task = config.get("task", "classifier")
-  if task == "classifier":
-    result = training.train_and_evaluate(config, _WORKDIR.value)
-  elif task == "parity":
-    result = parity_training.train_parity_model(config, _WORKDIR.value)
-  elif task == "coder":
-    results = coder_training.train_and_evaluate(config, _WORKDIR.value)
-    print(results.pop("load_table"))
-    print(json.dumps(results, indent=2))
-    return
-  else:
-    raise app.UsageError(f"config.task must be 'classifier', 'parity' or 'coder', got {task!r}.")
-  logging.info("Final metrics: %s", result.final_metrics)
-  if result.completed:
+  logs.to_file(_WORKDIR.value, _VERBOSE.value)
+  result = training.train(_CONFIG.value, _WORKDIR.value)
+  if result.report:  # a learned code's evaluation: the load table and accuracies by S
+    report = dict(result.report)
+    print(report.pop("load_table", ""))
+    print(json.dumps(report, indent=2))
+  elif result.completed:
     print(f"step {result.step}: " + ", ".join(
         f"{k}={v:.4f}" for k, v in result.final_metrics.items() if k.startswith("test_")
     ))

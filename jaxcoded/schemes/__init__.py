@@ -1,4 +1,4 @@
-"""Coding schemes behind one interface (DESIGN.md section 4)."""
+"""Coding schemes behind one interface (docs/design.md section 4)."""
 
 from jaxcoded.schemes.base import Decoded, Scheme, SchemeSizes
 from jaxcoded.schemes.berrut import BerrutCode

@@ -1,5 +1,5 @@
 """Berrut approximate coded computing (BACC, Jahani-Nezhad & Maddah-Ali 2021;
-ApproxIFER, Soleymani et al. 2022; DESIGN.md section 4.4), stragglers only.
+ApproxIFER, Soleymani et al. 2022; docs/design.md section 4.4), stragglers only.
 
 Encode with Berrut's rational interpolant through the K (data point, query)
 pairs, evaluated at the N worker points; every worker runs the unchanged model
@@ -19,9 +19,10 @@ import jax.numpy as jnp
 from jax.typing import ArrayLike, DTypeLike
 
 from jaxcoded import interp
-from jaxcoded.schemes import base, points
+from jaxcoded.schemes import base, points, registry
 
 
+@registry.register("berrut", sized=True)
 @jax.tree_util.register_dataclass
 @dataclasses.dataclass(frozen=True)
 class BerrutCode(base.Scheme):
@@ -79,7 +80,7 @@ class BerrutCode(base.Scheme):
     """(K, N) Berrut interpolation through the available workers, at a_k."""
     return interp.berrut_matrix(self.worker_points, self.data_points, mask)
 
-  def decode(self, outputs: ArrayLike, mask: ArrayLike) -> base.Decoded:
+  def _decode(self, outputs: ArrayLike, mask: ArrayLike) -> base.Decoded:
     """Approximate f(x_k) from any non-empty set of returned workers."""
     self.check_mask(mask)
     mask = jnp.asarray(mask)

@@ -1,4 +1,4 @@
-"""Berrut coding with Byzantine workers (ApproxIFER, Soleymani et al. 2022; DESIGN.md 4.4).
+"""Berrut coding with Byzantine workers (ApproxIFER, Soleymani et al. 2022; docs/design.md section 4.4).
 
 Encoding is Berrut's, as in ``BerrutCode``: worker n receives
 u(b_n) = sum_k E[n, k] x_k, where E (N, K) is the Berrut matrix from the data
@@ -39,7 +39,7 @@ import numpy as np
 from jax.typing import ArrayLike, DTypeLike
 
 from jaxcoded import interp, linalg, stragglers
-from jaxcoded.schemes import base, points
+from jaxcoded.schemes import base, points, registry
 
 __all__ = ["ByzantineBerrutCode"]
 
@@ -61,6 +61,7 @@ def _residual(design: jax.Array, values: jax.Array, keep: jax.Array) -> jax.Arra
   return jnp.where(jnp.isfinite(ssr), ssr, jnp.inf)
 
 
+@registry.register("byzantine_berrut", sized=True)
 @jax.tree_util.register_dataclass
 @dataclasses.dataclass(frozen=True)
 class ByzantineBerrutCode(base.Scheme):
@@ -77,6 +78,14 @@ class ByzantineBerrutCode(base.Scheme):
   worker_points: jax.Array
   num_adversaries: int = dataclasses.field(default=1, metadata=dict(static=True))
   search: str = dataclasses.field(default="exhaustive", metadata=dict(static=True))
+
+  config_options = ("num_adversaries", "search")
+
+  @classmethod
+  def check_config(cls, entry, num_queries: int, stragglers) -> None:
+    if not entry.get("num_adversaries"):
+      raise ValueError("byzantine_berrut needs num_adversaries >= 1 in its config entry.")
+    cls.sizes_for(num_queries, max(stragglers), entry.num_adversaries)
 
   @staticmethod
   def sizes_for(num_queries: int, num_stragglers: int, num_adversaries: int) -> base.SchemeSizes:
@@ -166,12 +175,16 @@ class ByzantineBerrutCode(base.Scheme):
     design = self.encoding_matrix().astype(jnp.result_type(flat.dtype, self.worker_points.dtype))
     return _residual(design, flat.astype(design.dtype), keep)
 
-  def locate_adversaries(self, outputs: ArrayLike, mask: ArrayLike) -> jax.Array:
+  def locate_adversaries(
+      self, outputs: ArrayLike, mask: ArrayLike, erased: ArrayLike | None = None
+  ) -> jax.Array:
     """The E available workers whose removal makes the rest most consistent.
 
     Args:
       outputs: (N, ...) worker outputs; rows of stragglers are never read.
       mask: (N,) bool, True where the worker returned.
+      erased: (N,) bool, workers already dropped as detected errors (not in
+        ``mask``); each counts as one of the E.
 
     Returns:
       (N,) bool, True for the E located workers (a subset of ``mask``; all of
@@ -186,19 +199,27 @@ class ByzantineBerrutCode(base.Scheme):
     design = self.encoding_matrix().astype(dtype)
     scores_of = jax.vmap(lambda keep: _residual(design, flat, keep))
 
+    erased = jnp.zeros_like(mask) if erased is None else jnp.asarray(erased) & ~mask
     if self.search == "exhaustive":
       # Every set of E workers: the complements of the masks with E stragglers.
       drops = jnp.asarray(~stragglers.all_masks(self.num_workers, self.num_adversaries, MAX_CANDIDATES))
-      valid = ~jnp.any(drops & ~mask[None, :], axis=1)  # only available workers are dropped
+      # Only available workers are dropped; erased ones (up to E) count among the E.
+      num_erased = jnp.sum(erased)
+      within = ~jnp.any(drops & ~(mask | erased)[None, :], axis=1)
+      covers = ~jnp.any(erased[None, :] & ~drops, axis=1)
+      only_available = ~jnp.any(drops & ~mask[None, :], axis=1)
+      valid = jnp.where(num_erased <= self.num_adversaries, within & covers, only_available)
       scores = jnp.where(valid, scores_of(mask[None, :] & ~drops), jnp.inf)
       return jnp.where(jnp.any(valid), drops[jnp.argmin(scores)] & mask, mask)
 
     keep = mask
     drop_one = ~jnp.eye(self.num_workers, dtype=bool)
-    for _ in range(self.num_adversaries):
+    num_erased = jnp.sum(erased)
+    for i in range(self.num_adversaries):
       candidates = keep[None, :] & drop_one
       scores = jnp.where(keep, scores_of(candidates), jnp.inf)
-      keep = jnp.where(jnp.any(keep), candidates[jnp.argmin(scores)], keep)
+      drop = jnp.any(keep) & (i >= num_erased)
+      keep = jnp.where(drop, candidates[jnp.argmin(scores)], keep)
     return mask & ~keep
 
   def berrut_decode(self, outputs: ArrayLike, trusted: ArrayLike) -> base.Decoded:
@@ -216,17 +237,27 @@ class ByzantineBerrutCode(base.Scheme):
     values = jnp.where(any_trusted, values, jnp.zeros((), values.dtype))
     return base.Decoded(values, jnp.full((self.num_queries,), any_trusted))
 
-  def decode_and_locate(self, outputs: ArrayLike, mask: ArrayLike) -> tuple[base.Decoded, jax.Array]:
-    """``decode`` that also returns the (N,) bool mask of located adversaries."""
+  @property
+  def locates_errors(self) -> bool:
+    return True
+
+  def _decode_and_locate(
+      self, outputs: ArrayLike, mask: ArrayLike, erased: ArrayLike | None = None
+  ) -> tuple[base.Decoded, jax.Array]:
+    """``decode`` that also returns the (N,) bool mask of located adversaries.
+
+    Erased (non-finite) outputs are detected errors: each one spends one of
+    the E the locator may drop, so no honest output is dropped in its place.
+    """
     self.check_mask(mask)
     mask = jnp.asarray(mask)
-    located = self.locate_adversaries(outputs, mask)
+    located = self.locate_adversaries(outputs, mask, erased)
     decoded = self.berrut_decode(outputs, mask & ~located)
     enough = jnp.sum(mask) >= self.min_available
     values = jnp.where(enough, decoded.values, jnp.zeros((), decoded.values.dtype))
     return base.Decoded(values, decoded.answered & enough), located
 
-  def decode(self, outputs: ArrayLike, mask: ArrayLike) -> base.Decoded:
+  def _decode(self, outputs: ArrayLike, mask: ArrayLike) -> base.Decoded:
     """Locates E adversaries among the returned workers, then Berrut-decodes without them.
 
     Nothing is answered (values zero) when fewer than K + 2E workers returned:
@@ -239,4 +270,4 @@ class ByzantineBerrutCode(base.Scheme):
     Returns:
       Decoded values (K, ...) and the (K,) answered flags.
     """
-    return self.decode_and_locate(outputs, mask)[0]
+    return self._decode_and_locate(outputs, mask)[0]

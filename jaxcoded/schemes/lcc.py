@@ -1,4 +1,4 @@
-"""Lagrange Coded Computing (Yu et al., AISTATS 2019; DESIGN.md section 4.3).
+"""Lagrange Coded Computing (Yu et al., AISTATS 2019; docs/design.md section 4.3).
 
 Encode with the Lagrange polynomial u(z) of degree K - 1 through the K
 (data point, query) pairs; worker n computes f(u(b_n)). If f is a polynomial of
@@ -25,10 +25,11 @@ import jax
 import jax.numpy as jnp
 from jax.typing import ArrayLike, DTypeLike
 
-from jaxcoded import interp, robust
-from jaxcoded.schemes import base, points
+from jaxcoded import interp, robust, validation
+from jaxcoded.schemes import base, points, registry
 
 
+@registry.register("lcc", sized=True)
 @jax.tree_util.register_dataclass
 @dataclasses.dataclass(frozen=True)
 class LagrangeCode(base.Scheme):
@@ -50,6 +51,8 @@ class LagrangeCode(base.Scheme):
   num_adversaries: int = dataclasses.field(default=0, metadata=dict(static=True))
   rtol: float | None = dataclasses.field(default=None, metadata=dict(static=True))
 
+  config_options = ("degree",)
+
   @staticmethod
   def sizes_for(
       num_queries: int, num_stragglers: int, degree: int = 1, num_adversaries: int = 0
@@ -58,9 +61,10 @@ class LagrangeCode(base.Scheme):
 
     R = (K - 1) d + 1 + 2E outputs are needed and N = R + S.
     """
-    base.check_group_sizes(num_queries, num_stragglers)
-    if not isinstance(degree, int) or degree < 1:
-      raise ValueError(f"LCC needs a worker function of degree d >= 1, got d = {degree!r}.")
+    num_queries, num_stragglers = base.check_group_sizes(num_queries, num_stragglers)
+    degree = validation.check_integer(  # bools refused: True is not degree 1
+        degree, "d", 1, message=f"LCC needs a worker function of degree d >= 1, got d = {degree!r}."
+    )
     robust.check_num_errors(num_adversaries, "LCC")
     threshold = (num_queries - 1) * degree + 1 + 2 * num_adversaries
     return base.SchemeSizes(num_queries, threshold + num_stragglers, threshold)
@@ -92,6 +96,7 @@ class LagrangeCode(base.Scheme):
       rtol: the locator's consistency tolerance; None for the dtype's default.
     """
     sizes = cls.sizes_for(num_queries, num_stragglers, degree, num_adversaries)
+    num_queries, degree = sizes.num_queries, int(degree)
     a, b = points.resolve_points(
         sizes, data_points, worker_points, dtype, "LagrangeCode", "R = (K - 1) d + 1 + 2E"
     )
@@ -130,14 +135,18 @@ class LagrangeCode(base.Scheme):
         self.worker_points, self.data_points, self.interpolation_threshold - 1, mask
     )
 
-  def decode(self, outputs: ArrayLike, mask: ArrayLike) -> base.Decoded:
+  @property
+  def locates_errors(self) -> bool:
+    return self.num_adversaries > 0
+
+  def _decode(self, outputs: ArrayLike, mask: ArrayLike) -> base.Decoded:
     """(N, ...) outputs of the available workers -> f(x_k) for all K queries.
 
     Below the recovery threshold nothing is answered (values are zero). With
     E >= 1 adversaries this is ``decode_and_locate(outputs, mask)[0]``.
     """
     if self.num_adversaries:
-      return self.decode_and_locate(outputs, mask)[0]
+      return self._decode_and_locate(outputs, mask)[0]
     self.check_mask(mask)
     mask = jnp.asarray(mask)
     enough = jnp.sum(mask) >= self.recovery_threshold
@@ -172,8 +181,8 @@ class LagrangeCode(base.Scheme):
         self.num_adversaries, mask, rtol=self.rtol,
     )
 
-  def decode_and_locate(
-      self, outputs: ArrayLike, mask: ArrayLike
+  def _decode_and_locate(
+      self, outputs: ArrayLike, mask: ArrayLike, erased: ArrayLike | None = None
   ) -> tuple[base.Decoded, jax.Array]:
     """``robust_decode`` as (Decoded((K, ...), (K,) answered), (N,) bool rejected outputs)."""
     result = self.robust_decode(outputs, mask)

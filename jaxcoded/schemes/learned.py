@@ -1,4 +1,4 @@
-"""Learned coded inference (DESIGN.md section 4.6): the project's main scheme.
+"""Learned coded inference (docs/design.md section 4.6): the project's main scheme.
 
 Two learned schemes share one shape: an encoder at the master (or at the
 workers, design B), N workers at points b_n, a masked polynomial fit at the
@@ -24,8 +24,8 @@ head gives logits. f is not a polynomial, so R is only a tuning knob: the
 decoded answer depends on which workers returned.
 
 Both are ``nnx.Module``s holding their networks and points, and implement
-the common interface (``sizes``, ``encode``, ``decode``); ``__call__(queries,
-mask, design=...)`` runs the whole pipeline through ``workers.run_workers``.
+the common interface (``sizes``, ``encode``, ``decode``, ``worker_tasks``);
+``Deployment.learned(name, code, design=...)`` runs the whole pipeline.
 
 Design A (master-side encoding): the master runs the encoder and sends e(b_n)
 to worker n. Design B (worker-side encoding): worker n reads the K queries and
@@ -42,13 +42,10 @@ import numpy as np
 from flax import nnx
 from jax.typing import ArrayLike
 
-from jaxcoded import coders, interp, robust, workers
-from jaxcoded.schemes import base, points
+from jaxcoded import coders, interp, robust
+from jaxcoded.schemes import base, points, registry
 
 __all__ = ["CodePoints", "LearnedLagrangeCode", "PolynomialCode", "trainable"]
-
-DESIGNS = ("A", "B")
-
 
 class CodePoints(nnx.Variable):
   """Evaluation points of a code: state, but not trained."""
@@ -70,13 +67,6 @@ def _default_points(num_queries: int, num_workers: int, data_points, worker_poin
   b = default_workers if worker_points is None else jnp.asarray(worker_points)
   points.check_points(a, b, what)
   return a, b
-
-
-def _check_design(design: str) -> None:
-  if design not in DESIGNS:
-    raise ValueError(
-        f"Unknown system design {design!r}; use 'A' (master encodes) or 'B' (workers encode)."
-    )
 
 
 def _masked_fit_decode(
@@ -102,6 +92,7 @@ def _power_basis(z: jax.Array, degree: int) -> jax.Array:
   return z[:, None] ** jnp.arange(degree + 1, dtype=z.dtype)[None, :]
 
 
+@registry.register("learned", sized=False, trains="coder")
 class PolynomialCode(nnx.Module, base.Scheme):
   """Learned polynomial code with the exact recovery threshold R = de * dh + 1.
 
@@ -116,6 +107,45 @@ class PolynomialCode(nnx.Module, base.Scheme):
       the head (0: plain decoding).
     rtol: the locator's consistency tolerance (None: ``robust.default_rtol``).
   """
+
+  @classmethod
+  def from_config(cls, entry, num_stragglers: int, ctx):
+    """The trained code of the entry (``ctx.trained``: a PolynomialCode or LearnedLagrangeCode).
+
+    With ``deploy_at = "k_plus_s"`` a polynomial code is redeployed at N = K + S
+    workers (new worker points, same networks: docs/design.md section 6a);
+    None where K + S < R.
+    """
+    code = ctx.trained
+    if code is None or code.num_queries != ctx.num_queries:
+      raise ValueError(
+          f"A learned-code entry needs its trained code for K = {ctx.num_queries} queries, got "
+          f"{None if code is None else code.num_queries}."
+      )
+    if cls.resized_by(entry):
+      if not isinstance(code, PolynomialCode):
+        raise ValueError("deploy_at = 'k_plus_s' needs a learned polynomial code (exact R).")
+      num_workers = ctx.num_queries + num_stragglers
+      if num_workers < code.recovery_threshold:
+        return None
+      _, worker_points = points.default_points(
+          ctx.num_queries, num_workers, code.worker_points[...].dtype)
+      code = code.with_worker_points(worker_points)
+    return (code, *code.worker_tasks())
+
+  @classmethod
+  def resized_by(cls, entry) -> bool:
+    deploy_at = entry.get("deploy_at", "trained")
+    if deploy_at not in ("trained", "k_plus_s"):
+      raise ValueError(
+          f"deploy_at must be 'trained' (the N it was trained with) or 'k_plus_s', got "
+          f"{deploy_at!r}."
+      )
+    return deploy_at == "k_plus_s"
+
+  @classmethod
+  def check_config(cls, entry, num_queries: int, stragglers) -> None:
+    pass  # its training config is checked when it trains
 
   def __init__(
       self,
@@ -273,27 +303,33 @@ class PolynomialCode(nnx.Module, base.Scheme):
     graphdef, state = nnx.split(self.worker)
     return (lambda params, x: nnx.merge(graphdef, params)(x)), state
 
-  def worker_side_fn(self, queries: ArrayLike) -> tuple[base.WorkerFn, Any]:
-    """(worker_fn, params) of design B: worker n maps its point b_n to h(e(b_n)).
+  def worker_tasks(self, base_task=None, trained_task=None):
+    """Every worker runs the code's own network h (design A)."""
+    return (base.WorkerTask(*self.worker_fn()),), (0,) * self.num_workers
 
-    The params hold the encoder, h and the K queries (which design-B workers
-    read from shared storage); the coded input of ``run_workers`` is b_n.
+  def worker_side_task(self) -> base.WorkerTask:
+    """Design B: worker n reads the K queries and maps its point b_n to h(e(b_n)).
+
+    Called as ``fn(params, b_n, queries)``; params hold the encoder and h.
     """
-    self.check_queries(queries)
     encoder_def, encoder_state = nnx.split(self.encoder)
     worker_def, worker_state = nnx.split(self.worker)
 
-    def worker_fn(params, point):
-      encoder_state, worker_state, queries = params
+    def worker_fn(params, point, queries):
+      encoder_state, worker_state = params
       coefficients = nnx.merge(encoder_def, encoder_state)(queries)
       coded = self.evaluate_code(coefficients, point[None])[0]
       return nnx.merge(worker_def, worker_state)(coded)
 
-    return worker_fn, (encoder_state, worker_state, jnp.asarray(queries))
+    return base.WorkerTask(worker_fn, (encoder_state, worker_state), reads_queries=True)
 
   # -- decoding -----------------------------------------------------------------
 
-  def decode(self, outputs: ArrayLike, mask: ArrayLike) -> base.Decoded:
+  @property
+  def locates_errors(self) -> bool:
+    return self.num_adversaries > 0
+
+  def _decode(self, outputs: ArrayLike, mask: ArrayLike) -> base.Decoded:
     """(N, D) worker outputs and (N,) mask -> Decoded((K, C) logits, (K,) answered).
 
     Any R or more available outputs give the same logits up to rounding;
@@ -301,7 +337,7 @@ class PolynomialCode(nnx.Module, base.Scheme):
     adversaries this is ``decode_and_locate(outputs, mask)[0]``.
     """
     if self.num_adversaries:
-      return self.decode_and_locate(outputs, mask)[0]
+      return self._decode_and_locate(outputs, mask)[0]
     self.check_mask(mask)
     values, enough = _masked_fit_decode(
         outputs, mask, self.worker_points[...], self.data_points[...], self.interpolation_threshold
@@ -337,48 +373,13 @@ class PolynomialCode(nnx.Module, base.Scheme):
     logits = self.head(fit.values)
     return fit._replace(values=jnp.where(fit.answered, logits, jnp.zeros((), logits.dtype)))
 
-  def decode_and_locate(
-      self, outputs: ArrayLike, mask: ArrayLike
+  def _decode_and_locate(
+      self, outputs: ArrayLike, mask: ArrayLike, erased: ArrayLike | None = None
   ) -> tuple[base.Decoded, jax.Array]:
     """``robust_decode`` as (Decoded((K, C) logits, (K,) answered), (N,) bool rejected outputs)."""
     result = self.robust_decode(outputs, mask)
     answered = jnp.full((self.num_queries,), result.answered)
     return base.Decoded(result.values, answered), result.rejected
-
-  def __call__(
-      self,
-      queries: ArrayLike,
-      mask: ArrayLike,
-      *,
-      design: str = "A",
-      mesh: jax.sharding.Mesh | None = None,
-  ) -> base.Decoded:
-    """The whole pipeline for one group: encode, workers (vmap or shard_map), decode.
-
-    Args:
-      queries: (K, H, W, C) one group.
-      mask: (N,) bool, True where the worker returned.
-      design: "A" (master encodes) or "B" (each worker encodes its own input).
-      mesh: optional mesh with a "workers" axis.
-
-    Returns:
-      Decoded (K, C) logits and (K,) answered flags.
-    """
-    return _serve_group(self, queries, mask, design, mesh)
-
-
-def _serve_group(code, queries, mask, design: str, mesh) -> base.Decoded:
-  """One group through either system design: encode, run the N workers, decode."""
-  _check_design(design)
-  code.check_queries(queries)
-  code.check_mask(mask)
-  if design == "A":
-    worker_fn, params = code.worker_fn()
-    outputs = workers.run_workers(worker_fn, params, code.encode(queries), mask, mesh=mesh)
-  else:  # each worker encodes its own input from the K queries and its point b_n
-    worker_fn, params = code.worker_side_fn(queries)
-    outputs = workers.run_workers(worker_fn, params, code.worker_points[...], mask, mesh=mesh)
-  return code.decode(outputs, mask)
 
 
 class LearnedLagrangeCode(nnx.Module, base.Scheme):
@@ -473,23 +474,26 @@ class LearnedLagrangeCode(nnx.Module, base.Scheme):
 
     return worker_fn, state
 
-  def worker_side_fn(self, queries: ArrayLike) -> tuple[base.WorkerFn, Any]:
-    """(worker_fn, params) of design B: worker n maps b_n to f(u(b_n))."""
-    self.check_queries(queries)
+  def worker_tasks(self, base_task=None, trained_task=None):
+    """Every worker runs the frozen classifier on its coded input (design A)."""
+    return (base.WorkerTask(*self.worker_fn()),), (0,) * self.num_workers
+
+  def worker_side_task(self) -> base.WorkerTask:
+    """Design B: worker n reads the K queries and maps b_n to f(u(b_n))."""
     encoder_def, encoder_state = nnx.split(self.encoder)
     classifier_def, classifier_state = nnx.split(self.classifier)
     data_points = self.data_points[...]
 
-    def worker_fn(params, point):
-      encoder_state, classifier_state, queries = params
+    def worker_fn(params, point, queries):
+      encoder_state, classifier_state = params
       row = interp.lagrange_matrix(data_points, point[None])
       coded = interp.apply_matrix(row, nnx.merge(encoder_def, encoder_state)(queries))
       classifier = nnx.merge(classifier_def, jax.lax.stop_gradient(classifier_state))
       return classifier(coded)[0]
 
-    return worker_fn, (encoder_state, classifier_state, jnp.asarray(queries))
+    return base.WorkerTask(worker_fn, (encoder_state, classifier_state), reads_queries=True)
 
-  def decode(self, outputs: ArrayLike, mask: ArrayLike) -> base.Decoded:
+  def _decode(self, outputs: ArrayLike, mask: ArrayLike) -> base.Decoded:
     """(N, C) worker logits and (N,) mask -> Decoded((K, C) logits, (K,) answered)."""
     self.check_mask(mask)
     values, enough = _masked_fit_decode(
@@ -497,14 +501,3 @@ class LearnedLagrangeCode(nnx.Module, base.Scheme):
     )
     logits = jnp.where(enough, self.head(values), jnp.zeros((), values.dtype))
     return base.Decoded(logits, jnp.full((self.num_queries,), enough))
-
-  def __call__(
-      self,
-      queries: ArrayLike,
-      mask: ArrayLike,
-      *,
-      design: str = "A",
-      mesh: jax.sharding.Mesh | None = None,
-  ) -> base.Decoded:
-    """Encode, run the frozen classifier on every worker, fit and decode (one group)."""
-    return _serve_group(self, queries, mask, design, mesh)

@@ -1,4 +1,4 @@
-"""Parity models, ParM (Kosaian, Rashmi, Venkataraman, SOSP 2019; DESIGN.md section 4.5).
+"""Parity models, ParM (Kosaian, Rashmi, Venkataraman, SOSP 2019; docs/design.md section 4.5).
 
 A group of K queries x_1 .. x_K goes to N = K + 1 workers:
 
@@ -7,7 +7,7 @@ A group of K queries x_1 .. x_K goes to N = K + 1 workers:
                      P = x_1 + ... + x_K (ParM's addition encoder).
 
 f_P is a network trained so that f_P(P) ~ f(x_1) + ... + f(x_K)
-(``jaxcoded.parity_training``). The decoder passes every returned systematic
+(``jaxcoded.training.parity``). The decoder passes every returned systematic
 output through unchanged; when exactly one systematic worker j straggled and
 the parity worker returned, it reconstructs
 
@@ -21,24 +21,20 @@ Sizes: any K of the K + 1 outputs recover all K answers, so R = K, S = 1 and
 the redundancy is (K + 1) / K. Only r = 1 parity worker is implemented (the
 setting of ParM's evaluation); ``create`` rejects r != 1.
 
-The workers are heterogeneous (two functions), so the pipeline takes both:
-
-  coded   = code.encode(queries)                          # (K + 1, ...)
-  outputs = parm_outputs(code, f, f_params, f_P, p_params, queries, mask)
-  decoded = code.decode(outputs, mask)
-
-or in one call ``code(f, f_params, queries, mask, parity_fn=f_P,
-parity_params=p_params)``. ``decode`` needs only the (N, ...) outputs and the
-mask, as for every other scheme.
+The workers are heterogeneous (two tasks: f, and f_P on the parity worker),
+which ``worker_tasks`` states; ``Deployment.parity`` runs them in the one
+pipeline. ``decode`` needs only the (N, ...) outputs and the mask, as for
+every other scheme.
 
 Example:
   >>> import jax.numpy as jnp
+  >>> from jaxcoded import deployment
   >>> from jaxcoded.schemes.parm import ParityCode
-  >>> code = ParityCode.create(3)
   >>> f = lambda w, x: w @ x                    # linear: f(sum x) = sum f(x)
   >>> w, queries = jnp.eye(2), jnp.arange(6.0).reshape(3, 2)
-  >>> mask = jnp.array([True, False, True, True])
-  >>> code(f, w, queries, mask, parity_fn=f, parity_params=w).values
+  >>> served = deployment.Deployment.parity("ParM", ParityCode.create(3), f, w, f, w,
+  ...                                       query_range=None)
+  >>> served(queries, jnp.array([True, False, True, True])).values
   Array([[0., 1.],
          [2., 3.],
          [4., 5.]], dtype=float32)
@@ -53,12 +49,13 @@ import jax
 import jax.numpy as jnp
 from jax.typing import ArrayLike
 
-from jaxcoded import workers
-from jaxcoded.schemes import base
+from jaxcoded import queries as queries_lib
+from jaxcoded.schemes import base, registry
 
-__all__ = ["ParityCode", "parm_outputs"]
+__all__ = ["ParityCode"]
 
 
+@registry.register("parm", sized=False, trains="parity")
 @jax.tree_util.register_dataclass
 @dataclasses.dataclass(frozen=True)
 class ParityCode(base.Scheme):
@@ -72,6 +69,16 @@ class ParityCode(base.Scheme):
 
   group_size: int = dataclasses.field(metadata=dict(static=True))
   num_parities: int = dataclasses.field(default=1, metadata=dict(static=True))
+
+  @classmethod
+  def from_config(cls, entry, num_stragglers: int, ctx):
+    """N = K + 1 whatever S; the parity worker runs the trained parity model (``ctx.trained``)."""
+    scheme = cls.create(ctx.num_queries)
+    return (scheme, *scheme.worker_tasks(ctx.base_task, ctx.trained))
+
+  @classmethod
+  def check_config(cls, entry, num_queries: int, stragglers) -> None:
+    cls.sizes_for(num_queries, 1)
 
   @staticmethod
   def sizes_for(num_queries: int, num_stragglers: int = 1) -> base.SchemeSizes:
@@ -124,7 +131,24 @@ class ParityCode(base.Scheme):
     queries = jnp.asarray(queries)
     return jnp.concatenate([queries, self.parity_queries(queries).astype(queries.dtype)])
 
-  def decode(self, outputs: ArrayLike, mask: ArrayLike) -> base.Decoded:
+  @property
+  def min_returns(self) -> int:
+    return 1  # systematic outputs pass through as soon as they arrive
+
+  def worker_tasks(
+      self, base_task: base.WorkerTask | None, trained_task: base.WorkerTask | None = None
+  ) -> tuple[tuple[base.WorkerTask, ...], tuple[int, ...]]:
+    """f on the K systematic workers, the parity model (``trained_task``) on the parity worker."""
+    if base_task is None or trained_task is None:
+      raise ValueError(
+          "ParityCode runs two functions: the base classifier and the trained parity model "
+          "(jaxcoded.training.parity); build it with Deployment.parity(name, code, f, f_params, "
+          "f_P, f_P_params)."
+      )
+    k = self.num_queries
+    return (base_task, trained_task), (0,) * k + (1,) * (self.num_workers - k)
+
+  def _decode(self, outputs: ArrayLike, mask: ArrayLike) -> base.Decoded:
     """Systematic outputs pass through; one missing output is f_P(P) - sum of the others.
 
     Rows of workers that did not return are never read (``jnp.where``), so a
@@ -167,85 +191,12 @@ class ParityCode(base.Scheme):
       mesh: jax.sharding.Mesh | None = None,
       parity_fn: base.WorkerFn | None = None,
       parity_params: Any = None,
+      query_range: tuple[float, float] | None = queries_lib.NORMALISED_RANGE,
   ) -> base.Decoded:
-    """Encode, run the base and parity workers, decode (one group).
+    """``Deployment.parity`` around f and the parity model, on one group (the one pipeline)."""
+    from jaxcoded import deployment  # pylint: disable=g-import-not-at-top  (deployment imports base)
 
-    Args:
-      worker_fn: the base classifier ``worker_fn(params, x)`` for one query.
-      params: its parameters.
-      queries: (K, ...) one group.
-      mask: (N,) bool, True where the worker returned.
-      mesh: optional mesh with a "workers" axis; see :func:`parm_outputs`.
-      parity_fn: the parity model ``parity_fn(parity_params, p)`` for one
-        parity query (required: ParM's workers run two functions).
-      parity_params: its parameters.
-
-    Returns:
-      Decoded values (K, ...) and (K,) answered flags.
-    """
-    if parity_fn is None:
-      raise ValueError(
-          "ParityCode runs two functions: pass parity_fn= and parity_params= (the trained "
-          "parity model, see jaxcoded.parity_training) besides the base worker_fn."
-      )
-    outputs = parm_outputs(
-        self, worker_fn, params, parity_fn, parity_params, queries, mask, mesh=mesh
-    )
-    return self.decode(outputs, mask)
-
-
-def parm_outputs(
-    code: ParityCode,
-    base_fn: base.WorkerFn,
-    base_params: Any,
-    parity_fn: base.WorkerFn,
-    parity_params: Any,
-    queries: ArrayLike,
-    mask: ArrayLike | None = None,
-    *,
-    mesh: jax.sharding.Mesh | None = None,
-) -> jax.Array:
-  """The (N, ...) outputs of ParM's heterogeneous workers for one group.
-
-  Row k < K is ``base_fn(base_params, x_k)``, row K is
-  ``parity_fn(parity_params, sum_k x_k)``; rows of stragglers are zero (their
-  inputs are zeroed too, see ``workers.run_workers``). An evaluator can call
-  this once with ``mask=None`` (everyone returns), then, per mask, apply
-  ``workers.mask_outputs`` and ``code.decode``.
-
-  Args:
-    code: the ParityCode.
-    base_fn: ``base_fn(params, x) -> y`` for one query x.
-    base_params: its parameters.
-    parity_fn: ``parity_fn(params, p) -> y`` for one parity query, y of the
-      same shape and dtype as the base outputs.
-    parity_params: its parameters.
-    queries: (K, ...) one group.
-    mask: (N,) bool availability; None means every worker returned.
-    mesh: None to ``vmap`` on one device; or a mesh whose "workers" axis
-      divides K, over which the K systematic workers are ``shard_map``-ped (the
-      single parity worker then runs on the default device).
-
-  Returns:
-    (N, ...) outputs, straggler rows zero.
-  """
-  code.check_queries(queries)
-  mask = jnp.ones((code.num_workers,), bool) if mask is None else mask
-  code.check_mask(mask)
-  mask = jnp.asarray(mask)
-  k = code.num_queries
-  if mesh is not None and "workers" in mesh.axis_names and k % mesh.shape["workers"]:
-    raise ValueError(
-        f"parm_outputs: the K = {k} systematic workers cannot be split evenly over the "
-        f"{mesh.shape['workers']} devices of the mesh axis 'workers'; use a mesh whose size "
-        "divides K."
-    )
-  coded = code.encode(queries)
-  systematic = workers.run_workers(base_fn, base_params, coded[:k], mask[:k], mesh=mesh)
-  parity = workers.run_workers(parity_fn, parity_params, coded[k:], mask[k:])
-  if parity.shape[1:] != systematic.shape[1:] or parity.dtype != systematic.dtype:
-    raise ValueError(
-        f"parm_outputs: the parity model's output {parity.shape[1:]} {parity.dtype} must match "
-        f"the base classifier's {systematic.shape[1:]} {systematic.dtype}."
-    )
-  return jnp.concatenate([systematic, parity])
+    trained = None if parity_fn is None else base.WorkerTask(parity_fn, parity_params)
+    served = deployment.Deployment.of("ParM", self, base.WorkerTask(worker_fn, params), trained,
+                                      query_range=query_range)
+    return served(queries, mask, mesh=mesh)

@@ -1,10 +1,12 @@
 """Evaluation points for polynomial and rational codes.
 
 Data points a_k (one per query) and worker points b_n (one per worker) must be
-distinct from each other and among themselves. Defaults follow BACC and
-DESIGN.md section 2: Chebyshev points of the first kind for the data and of the
-second kind for the workers, both on [-1, 1], which keep interpolation
-well-conditioned as N grows (equally spaced points do not).
+distinct from each other and among themselves, in the dtype they are used in.
+Defaults follow BACC and docs/design.md section 2: Chebyshev points of the first
+kind for the data and of the second kind for the workers, both on [-1, 1],
+which keep interpolation well-conditioned as N grows (equally spaced points do
+not). Every scheme's points, given or default, pass :func:`check_points`
+(``validation.as_points`` for each set, then the two sets' disjointness).
 """
 
 from __future__ import annotations
@@ -13,27 +15,56 @@ import jax
 import numpy as np
 from jax.typing import ArrayLike, DTypeLike
 
-from jaxcoded import interp
+from jaxcoded import interp, validation
 from jaxcoded.schemes import base
 
 
-def check_points(data_points: ArrayLike, worker_points: ArrayLike, what: str) -> None:
-  """Raises ValueError unless both point sets are finite, 1-D and all distinct."""
-  a = np.asarray(data_points, dtype=np.float64)
-  b = np.asarray(worker_points, dtype=np.float64)
-  for name, p in (("data points", a), ("worker points", b)):
-    if p.ndim != 1 or p.size < 1:
-      raise ValueError(f"{what}: {name} must be a non-empty 1-D array, got shape {p.shape}.")
-    if not np.all(np.isfinite(p)):
-      raise ValueError(f"{what}: {name} must be finite.")
-    if np.unique(p).size != p.size:
-      raise ValueError(f"{what}: {name} must be distinct, got {p}.")
-  common = np.intersect1d(a, b)
+def check_points(
+    data_points: ArrayLike,
+    worker_points: ArrayLike,
+    what: str,
+    dtype: DTypeLike | None = None,
+) -> tuple[jax.Array, jax.Array]:
+  """Both point sets, checked and cast to one floating dtype.
+
+  Each set must be real (integers are cast; complex, bool and string points
+  are refused), 1-D, non-empty, finite and distinct, and no data point may
+  equal a worker point, all in the dtype used (``validation.as_points``).
+
+  Args:
+    data_points: (K,) a_k.
+    worker_points: (N,) b_n.
+    what: the scheme's name, for error messages.
+    dtype: the floating dtype; None: the wider of the two sets' float dtypes
+      (JAX's default float for integer points).
+
+  Returns:
+    (data_points, worker_points) as floating ``jax.Array`` s of one dtype.
+
+  Raises:
+    ValueError: naming the set and the problem.
+  """
+  validation.check_float_dtype(dtype, what)
+  traced = any(isinstance(p, jax.core.Tracer) for p in (data_points, worker_points))
+  if dtype is None:  # One dtype for both, then the checks in it.
+    a = validation.as_points(data_points, "data points", what, distinct=False)
+    b = validation.as_points(worker_points, "worker points", what, distinct=False)
+    dtype = jax.numpy.result_type(a, b)
+  a = validation.as_points(data_points, "data points", what, dtype=dtype)
+  b = validation.as_points(worker_points, "worker points", what, dtype=dtype)
+  if traced:
+    return a, b  # Under jit: the static checks above only.
+  # On the host from the given values (a jnp result is a tracer inside an enclosing jit).
+  common = np.intersect1d(
+      np.asarray(data_points).astype(a.dtype), np.asarray(worker_points).astype(b.dtype)
+  )
   if common.size:
     raise ValueError(
-        f"{what}: data points and worker points must differ, but both contain {common}. "
-        "Pass other worker_points (e.g. interp.chebyshev_points(N, kind=1) scaled by 0.99)."
+        f"{what}: data points and worker points must differ, but both contain {common} "
+        f"(in {a.dtype}). Pass other worker_points (e.g. interp.chebyshev_points(N, kind=1) "
+        "scaled by 0.99)."
     )
+  return a, b
 
 
 def chebyshev_fourth_kind(n: int, dtype: DTypeLike | None = None) -> jax.Array:
@@ -63,13 +94,13 @@ def default_points(
   ``avoid_midpoints``, N = K + 1 with K >= 2; then they get fourth-kind points, which
   never meet first-kind ones.
 
-  Why N = K + 1: the second-kind points cos(j pi / K) then lie exactly halfway
-  (in angle) between consecutive data points cos((2k + 1) pi / 2K), so every
-  data point sits where an interpolant through the workers is least accurate.
-  Measured with Berrut coding around LeNet-5 on Fashion-MNIST (K = 8, one
-  straggler, 400 groups, 9 masks): 0.608 with second-kind worker points, 0.750
-  with fourth-kind ones; at N = K + 2 and K + 3 the two differ by less than
-  the spread over masks (docs/evaluation.md).
+  Each kind is computed in float64 and rounded to ``dtype`` once, and the
+  choice is checked in ``dtype``: near -1 and 1 Chebyshev points crowd
+  together (spacing ~ 1 / N^2), so at large K and N a worker point and a
+  data point can round to the same float32 number (K = 700, N = 701:
+  fourth-kind and first-kind points meet at -0.9999975). The preferred worker
+  points are then replaced by the other kind if that one stays distinct in
+  ``dtype``; if neither does, a ValueError names the dtype that is needed.
 
   Args:
     num_queries: K.
@@ -80,14 +111,33 @@ def default_points(
 
   Returns:
     (data_points (K,), worker_points (N,)).
+
+  Raises:
+    ValueError: no default worker points are distinct from the data points
+      (and among themselves) in ``dtype``.
   """
+  validation.check_float_dtype(dtype, "default_points")
   data = interp.chebyshev_points(num_queries, kind=1, dtype=dtype)
-  workers = interp.chebyshev_points(num_workers, kind=2, dtype=dtype)
-  meets_data = np.intersect1d(np.asarray(data), np.asarray(workers)).size > 0
+  second = interp.chebyshev_points(num_workers, kind=2, dtype=dtype)
+  fourth = chebyshev_fourth_kind(num_workers, dtype=dtype)
+  data_host = np.asarray(data)
+
+  def usable(workers):
+    host = np.asarray(workers)
+    return np.unique(host).size == host.size and not np.intersect1d(host, data_host).size
+
   midpoints = avoid_midpoints and num_workers == num_queries + 1 and num_queries > 1
-  if meets_data or midpoints:
-    workers = chebyshev_fourth_kind(num_workers, dtype=dtype)
-  return data, workers
+  preferred = [fourth, second] if midpoints else [second, fourth]
+  if np.unique(data_host).size == data_host.size:
+    for workers in preferred:
+      if usable(workers):
+        return data, workers
+  raise ValueError(
+      f"The default Chebyshev points for K = {num_queries} queries and N = {num_workers} "
+      f"workers are not all distinct in {data.dtype} (near -1 and 1 they are closer than its "
+      "resolution). Use float64 (jax.config.update('jax_enable_x64', True) and "
+      "dtype=jnp.float64), or pass data_points and worker_points."
+  )
 
 
 def resolve_points(
@@ -115,10 +165,14 @@ def resolve_points(
     ValueError: wrong number of data points, too few workers, or points that
       are not distinct.
   """
-  default_data, default_workers = default_points(sizes.num_queries, sizes.num_workers, dtype=dtype)
-  a = default_data if data_points is None else jax.numpy.asarray(data_points, dtype=dtype)
-  b = default_workers if worker_points is None else jax.numpy.asarray(worker_points, dtype=dtype)
-  check_points(a, b, what)
+  validation.check_float_dtype(dtype, what)
+  if data_points is None or worker_points is None:
+    default_data, default_workers = default_points(
+        sizes.num_queries, sizes.num_workers, dtype=dtype
+    )
+  a = default_data if data_points is None else data_points
+  b = default_workers if worker_points is None else worker_points
+  a, b = check_points(a, b, what, dtype=dtype)
   if a.shape[0] != sizes.num_queries:
     raise ValueError(f"{what}: {a.shape[0]} data points given for K = {sizes.num_queries}.")
   if b.shape[0] < sizes.recovery_threshold:

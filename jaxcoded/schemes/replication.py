@@ -1,4 +1,4 @@
-"""Replication (DESIGN.md section 4.2): r copies of every query.
+"""Replication (docs/design.md section 4.2): r copies of every query.
 
 N = r K workers; worker n serves query n % K, as copy n // K (the first K
 workers hold copy 0 of the K queries, the next K copy 1, and so on). A query
@@ -20,13 +20,15 @@ import dataclasses
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jax.typing import ArrayLike
 
-from jaxcoded.schemes import base
+from jaxcoded.schemes import base, registry
 
 __all__ = ["Replication"]
 
 
+@registry.register("replication", sized=True)
 @jax.tree_util.register_dataclass
 @dataclasses.dataclass(frozen=True)
 class Replication(base.Scheme):
@@ -39,6 +41,13 @@ class Replication(base.Scheme):
 
   group_size: int = dataclasses.field(metadata=dict(static=True))
   copies: int = dataclasses.field(metadata=dict(static=True))
+
+  @classmethod
+  def from_config(cls, entry, num_stragglers: int, ctx):
+    """``copies`` in the entry fixes r; else r = S + 1 copies of each query."""
+    copies = entry.get("copies") or num_stragglers + 1
+    scheme = cls.create(ctx.num_queries, copies - 1)
+    return (scheme, *scheme.worker_tasks(ctx.base_task))
 
   @staticmethod
   def sizes_for(num_queries: int, num_stragglers: int) -> base.SchemeSizes:
@@ -73,7 +82,16 @@ class Replication(base.Scheme):
     queries = jnp.asarray(queries)
     return jnp.concatenate([queries] * self.copies, axis=0)
 
-  def decode(self, outputs: ArrayLike, mask: ArrayLike) -> base.Decoded:
+  @property
+  def min_returns(self) -> int:
+    return 1  # any one replica answers its query
+
+  def home_workers(self) -> np.ndarray:
+    """(K, N) bool: every replica of query k serves it."""
+    k, n = self.num_queries, self.num_workers
+    return np.arange(n)[None, :] % k == np.arange(k)[:, None]
+
+  def _decode(self, outputs: ArrayLike, mask: ArrayLike) -> base.Decoded:
     """Each query takes the output of its first returned replica.
 
     Args:

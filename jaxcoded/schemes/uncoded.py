@@ -1,4 +1,4 @@
-"""Uncoded serving (DESIGN.md section 4.1): the baseline without redundancy.
+"""Uncoded serving (docs/design.md section 4.1): the baseline without redundancy.
 
 Each of the N = K workers answers one query (worker n serves query n). A
 straggler's query goes unanswered: nothing else carries its information. Every
@@ -26,7 +26,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.typing import ArrayLike, DTypeLike
 
-from jaxcoded.schemes import base
+from jaxcoded.schemes import base, registry
 
 __all__ = ["Uncoded", "majority_class_logits"]
 
@@ -62,6 +62,7 @@ def majority_class_logits(
   return jax.nn.one_hot(majority, num_classes, dtype=dtype)
 
 
+@registry.register("uncoded", sized=False)
 @jax.tree_util.register_dataclass
 @dataclasses.dataclass(frozen=True)
 class Uncoded(base.Scheme):
@@ -75,6 +76,19 @@ class Uncoded(base.Scheme):
 
   fallback: jax.Array | None
   group_size: int = dataclasses.field(metadata=dict(static=True))
+
+  @classmethod
+  def from_config(cls, entry, num_stragglers: int, ctx):
+    """N = K whatever S; ``fallback: True`` answers stragglers' queries with the majority class."""
+    fallback = None
+    if entry.get("fallback", False):
+      fallback = majority_class_logits(ctx.train_labels, ctx.num_classes)
+    scheme = cls.create(ctx.num_queries, fallback=fallback)
+    return (scheme, *scheme.worker_tasks(ctx.base_task))
+
+  @classmethod
+  def check_config(cls, entry, num_queries: int, stragglers) -> None:
+    cls.sizes_for(num_queries, 0)
 
   @staticmethod
   def sizes_for(num_queries: int, num_stragglers: int = 0) -> base.SchemeSizes:
@@ -120,7 +134,11 @@ class Uncoded(base.Scheme):
     self.check_queries(queries)
     return jnp.asarray(queries)
 
-  def decode(self, outputs: ArrayLike, mask: ArrayLike) -> base.Decoded:
+  @property
+  def min_returns(self) -> int:
+    return 1  # each query needs its own worker: answer as soon as it is there
+
+  def _decode(self, outputs: ArrayLike, mask: ArrayLike) -> base.Decoded:
     """Worker n's output answers query n if worker n returned.
 
     Args:

@@ -1,4 +1,11 @@
-"""The Ray runtime: a coded inference service over worker actors (DESIGN.md section 8).
+"""The Ray runtime: a coded inference service over worker actors (docs/serving.md).
+
+  types       answers, explicit errors, records and counters
+  batching    queries into groups of K
+  collection  one group's outputs: wait, decode early, note failures
+  service     ``CodedService``: the master (submit, dispatch, release, shutdown)
+  worker      the worker actor; latency: injected delays
+  http        the Ray Serve front end (POST /predict, GET /stats, GET /healthz)
 
   from jaxcoded import serving
   service = serving.CodedService.start(deployment, input_shape=(8, 8, 1),
@@ -10,15 +17,14 @@ Needs Ray (``pip install 'jaxcoded[ray]'``). See docs/serving.md.
 """
 
 from jaxcoded.serving.latency import LatencyInjector, WorkerLatency, latency_profile
-from jaxcoded.serving.service import (
+from jaxcoded.serving.service import CodedService, default_min_returns
+from jaxcoded.serving.types import (
     Answer,
-    CodedService,
     GroupRecord,
     QueryNotDecoded,
     ServiceStats,
     ServiceStopped,
     WorkerStatus,
-    default_min_returns,
 )
 from jaxcoded.serving.worker import CodedWorker, TaskSource
 

@@ -5,24 +5,22 @@
   predictions, errors = service.predict(images)
   service.stats(); service.shutdown()
 
-The path of one query (DESIGN.md section 1):
+The path of one query (docs/design.md, "The service"):
 
-1. ``submit`` checks it (shape, dtype, finite) and rejects a bad query alone,
-   with a ``ValueError`` in its future; the good ones are queued.
-2. The *batcher* (one thread) takes queries in arrival order into a group of K;
-   a group leaves when full or when its oldest query has waited ``max_wait_s``
-   (the empty slots are padded with zeros; their answers are discarded).
+1. ``submit`` checks it (``jaxcoded.queries``: float dtype, shape, finite, in
+   the deployment's value range) and rejects a bad query alone, with a
+   ``ValueError`` in its future; the good ones are queued. A query outside the
+   range would corrupt every answer of its group, so it never joins one.
+2. The *batcher* (one thread, ``serving.batching``) takes queries in arrival
+   order into a group of K.
 3. The master encodes the group and sends coded input n to worker actor n.
-4. A *collector* (one thread per group in flight) waits for the first outputs,
-   ``ray.wait(refs, num_returns=m, timeout=...)`` with ``m = min_returns``: R
-   for the schemes that decode from any R outputs (Berrut, LCC, learned codes),
-   1 for those whose queries need specific workers (uncoded, replication,
-   ParM). It decodes, answers every query the decoder answers, and then
-   decodes again after each further output, until every real query of the
-   group is answered or the group's deadline (``timeout_s`` after dispatch)
-   passes; at the deadline it takes whatever is ready. A query leaves as soon
-   as it is answered: an uncoded query does not wait for its group's slowest
-   worker.
+4. A *collector* (one thread per group in flight, ``serving.collection``)
+   waits for the first ``min_returns`` outputs (``Scheme.min_returns``),
+   decodes, answers every query the decoder answers, and decodes again after
+   each further output, until every real query of the group is answered or
+   the group's deadline (``timeout_s`` after dispatch) passes. A query leaves
+   as soon as it is answered: an uncoded query does not wait for its group's
+   slowest worker.
 5. Each query gets an :class:`Answer` (with the mask it was decoded from), or
    an explicit :class:`QueryNotDecoded` at the deadline that says which workers
    returned, failed or were late. No query is dropped. With ``max_retries > 0``
@@ -37,7 +35,12 @@ Why the master lives in the client's process (a plain object with threads)
 rather than in an actor: it is on every query's critical path, and an actor
 would add two object-store hops per query and one more process to this
 2-core machine; JAX encodes and decodes in this process as well as anywhere.
-Several clients would put the same object behind a Ray Serve deployment.
+Several clients reach it over HTTP behind a Ray Serve deployment
+(``serving.http``).
+
+``shutdown`` may be called from any thread, also from a future's done
+callback (which runs on the service's own threads): it is idempotent and
+always stops the actors it started.
 
 The service runs unchanged on a real cluster: pass ``address=`` (or call
 ``ray.init(address=...)`` first) and ``worker_options`` to place the actors
@@ -48,13 +51,12 @@ from __future__ import annotations
 
 import collections
 import concurrent.futures
-import dataclasses
 import itertools
 import logging
 import queue
 import threading
 import time
-from typing import Any, NamedTuple, Sequence
+from typing import Any, Sequence
 
 import jax
 import numpy as np
@@ -62,224 +64,22 @@ import ray
 from jax.typing import ArrayLike
 
 from jaxcoded import deployment as deployment_lib
-from jaxcoded import schemes
+from jaxcoded import queries as queries_lib
+from jaxcoded.serving import batching, collection
 from jaxcoded.serving import latency as latency_lib
 from jaxcoded.serving import worker as worker_lib
+from jaxcoded.serving.types import (
+    Answer, Counters, GroupRecord, QueryNotDecoded, ServiceStats, ServiceStopped, WorkerStatus,
+)
 
-__all__ = [
-    "Answer",
-    "CodedService",
-    "GroupRecord",
-    "QueryNotDecoded",
-    "ServiceStats",
-    "ServiceStopped",
-    "WorkerStatus",
-]
+__all__ = ["CodedService", "default_min_returns"]
 
 _LOG = logging.getLogger(__name__)
 
 
-class WorkerStatus:
-  """What became of one worker's output for one group."""
-
-  RETURNED = "returned"  # in time, finite: used for decoding
-  LATE = "late"  # not back when the group was decided (at its deadline, or once answered)
-  FAILED = "failed"  # the actor died (RayActorError): restarted by Ray
-  ERROR = "error"  # the task raised
-  INVALID = "invalid"  # returned NaN or inf: erased
-
-
-class Answer(NamedTuple):
-  """The answer to one query.
-
-  Attributes:
-    logits: (C,) decoded outputs.
-    label: ``argmax(logits)``, the predicted class.
-    group: the group the query was served in.
-    slot: its position k in the group (0 <= k < K).
-    latency_s: seconds from ``submit`` to the answer.
-    mask: (N,) bool, the workers whose outputs it was decoded from:
-      ``deployment(group queries, mask).values[slot]`` computes the same.
-    attempts: the groups the query was sent in (1 unless it was retried).
-  """
-
-  logits: np.ndarray
-  label: int
-  group: int
-  slot: int
-  latency_s: float
-  mask: np.ndarray
-  attempts: int = 1
-
-
-class QueryNotDecoded(RuntimeError):
-  """A query that its group could not answer by the deadline.
-
-  Attributes:
-    group: the group's id.
-    slot: the query's position in the group.
-    worker_status: (N,) a :class:`WorkerStatus` string per worker.
-    num_returned: workers whose outputs were in time.
-    recovery_threshold: R of the scheme.
-    timeout_s: the group's deadline, seconds after dispatch.
-    latency_s: seconds from ``submit`` to this error.
-    attempts: the groups the query was sent in; the attributes above describe
-      the last one.
-  """
-
-  def __init__(
-      self,
-      group: int,
-      slot: int,
-      worker_status: tuple[str, ...],
-      recovery_threshold: int,
-      timeout_s: float,
-      latency_s: float,
-      attempts: int = 1,
-  ):
-    self.group = group
-    self.slot = slot
-    self.worker_status = worker_status
-    self.num_returned = sum(s == WorkerStatus.RETURNED for s in worker_status)
-    self.recovery_threshold = recovery_threshold
-    self.timeout_s = timeout_s
-    self.latency_s = latency_s
-    self.attempts = attempts
-    counts = collections.Counter(worker_status)
-    workers = ", ".join(f"{n}: {s}" for n, s in enumerate(worker_status))
-    tries = f" (attempt {attempts}; earlier attempts failed too)" if attempts > 1 else ""
-    super().__init__(
-        f"Query {slot} of group {group} was not decoded within {timeout_s:g} s{tries}: "
-        f"{self.num_returned} of {len(worker_status)} workers returned in time (R = "
-        f"{recovery_threshold}; {dict(counts)}). Workers: {workers}."
-    )
-
-  def __reduce__(self):  # Pickles (e.g. across Ray or process pools) with its attributes.
-    return type(self), (
-        self.group, self.slot, self.worker_status, self.recovery_threshold, self.timeout_s,
-        self.latency_s, self.attempts,
-    )
-
-
-class ServiceStopped(RuntimeError):
-  """The service was shut down."""
-
-
-@dataclasses.dataclass(frozen=True)
-class GroupRecord:
-  """What the master did with one group (kept for the last ``keep_groups`` groups).
-
-  Attributes:
-    group: its id.
-    queries: (K, ...) the group as encoded, padding included.
-    num_real: how many of the K slots held real queries (the first ones).
-    mask: (N,) bool, the workers whose outputs were in when the group was
-      decided (every real query answered, or the deadline).
-    answered: (K,) bool, the slots that got an answer (padding: False).
-    answer_masks: (K, N) bool, the mask each answered slot was decoded from
-      (answers leave as soon as the decoder gives them); rows of unanswered
-      slots are False.
-    worker_status: (N,) a :class:`WorkerStatus` string per worker.
-    wait_s: seconds from dispatch to the decision.
-  """
-
-  group: int
-  queries: np.ndarray
-  num_real: int
-  mask: np.ndarray
-  answered: np.ndarray
-  answer_masks: np.ndarray
-  worker_status: tuple[str, ...]
-  wait_s: float
-
-
-@dataclasses.dataclass(frozen=True)
-class ServiceStats:
-  """Counters since the service started.
-
-  Attributes:
-    submitted: queries accepted by ``submit`` (rejected ones not included).
-    rejected: queries refused at submit time (bad shape, dtype or values).
-    answered: queries answered.
-    not_decoded: queries that got a :class:`QueryNotDecoded` (after their
-      last attempt).
-    retried: re-sends of queries that their group could not answer (with
-      ``max_retries``); a query sent three times counts 2.
-    groups: groups dispatched.
-    padded_slots: empty slots of partial groups.
-    worker_failures: worker calls that raised ``RayActorError`` (the actor
-      died), also those seen after their group was decided.
-    worker_errors: worker calls that raised another error.
-    worker_restarts: workers seen replying from a new process.
-    unused_outputs: worker outputs not back when their group was decided (late,
-      or no longer needed once every query was answered).
-    invalid_outputs: worker outputs erased for NaN or inf.
-  """
-
-  submitted: int = 0
-  rejected: int = 0
-  answered: int = 0
-  not_decoded: int = 0
-  retried: int = 0
-  groups: int = 0
-  padded_slots: int = 0
-  worker_failures: int = 0
-  worker_errors: int = 0
-  worker_restarts: int = 0
-  unused_outputs: int = 0
-  invalid_outputs: int = 0
-
-  @property
-  def pending(self) -> int:
-    """Accepted queries not yet answered or failed."""
-    return self.submitted - self.answered - self.not_decoded
-
-  @property
-  def errored(self) -> int:
-    """Queries whose future raised: rejected at submit, or not decoded."""
-    return self.rejected + self.not_decoded
-
-
-@dataclasses.dataclass
-class _Query:
-  image: np.ndarray
-  future: concurrent.futures.Future
-  submitted: float
-  attempts: int = 1
-
-
-@dataclasses.dataclass
-class _Group:
-  id: int
-  queries: list[_Query]
-  padded: np.ndarray
-  refs: list[ray.ObjectRef]
-  dispatched: float
-
-
-_STOP = object()
-
-
-_ANY_R_SCHEMES = (
-    schemes.BerrutCode, schemes.ByzantineBerrutCode, schemes.LagrangeCode,
-    schemes.PolynomialCode, schemes.LearnedLagrangeCode,
-)
-
-
-def default_min_returns(scheme: schemes.Scheme) -> int:
-  """Fewest outputs before the master first tries to decode a group.
-
-  R for the schemes that decode from any R outputs: Berrut decoders answer
-  every query from any non-empty set of outputs, with an error that grows as
-  outputs go missing, so below their nominal R = K the answer is not what the
-  scheme promises; LCC and learned codes answer nothing below R, so an earlier
-  try is wasted. 1 for the others (uncoded, replication, ParM, and any scheme
-  not known here): their ``answered`` flags say exactly which queries a few
-  specific workers recover, and each answer leaves as soon as it is there.
-  """
-  if isinstance(scheme, _ANY_R_SCHEMES):
-    return scheme.recovery_threshold
-  return 1
+def default_min_returns(scheme) -> int:
+  """Fewest outputs before the master first tries to decode a group: ``scheme.min_returns``."""
+  return scheme.min_returns
 
 
 def _resolve(
@@ -329,14 +129,13 @@ class CodedService:
     self._encode = encode
     self._decode = decode
     self._output_example = output_example
-    self._incarnations = incarnations
     self._owns_ray = owns_ray
-    self._lock = threading.Lock()
-    self._counts = collections.Counter()
+    self._counters = Counters(len(workers), incarnations)
     self._records = collections.deque(maxlen=keep_groups) if keep_groups else None
     self._group_ids = itertools.count()
     self._queue: queue.Queue = queue.Queue()
     self._stopped = False
+    self._stopper: threading.Thread | None = None
     self._collectors = concurrent.futures.ThreadPoolExecutor(
         max_groups_in_flight, thread_name_prefix="jaxcoded-collector"
     )
@@ -377,7 +176,7 @@ class CodedService:
       max_wait_s: longest time a query waits for its group to fill.
       timeout_s: a group's deadline, seconds after it is sent to the workers.
       min_returns: outputs in before the first decode of a group (default:
-        :func:`default_min_returns`).
+        the scheme's ``min_returns``).
       max_retries: times a query its group could not answer by the deadline
         is sent again, in a later group, before it fails with
         :class:`QueryNotDecoded` (0: never). A retry helps against transient
@@ -410,7 +209,7 @@ class CodedService:
       if not np.isfinite(value) or value < 0 or (name == "timeout_s" and value == 0):
         raise ValueError(f"CodedService: {name} must be finite and positive, got {value!r}.")
     if min_returns is None:
-      min_returns = default_min_returns(scheme)
+      min_returns = scheme.min_returns
     if not 1 <= min_returns <= n:
       raise ValueError(f"CodedService: min_returns must be in 1..{n}, got {min_returns!r}.")
     if isinstance(max_retries, bool) or not isinstance(max_retries, (int, np.integer)) or (
@@ -467,8 +266,9 @@ class CodedService:
 
     A future's result is an :class:`Answer`; it raises :class:`QueryNotDecoded`
     when its group could not answer it in time, or ``ValueError`` when the query
-    itself was rejected (wrong shape, non-numeric dtype, NaN or inf): a bad
-    query is refused alone, and the rest of the batch is served.
+    itself was rejected (``jaxcoded.queries``: not a float array of the input
+    shape, NaN or inf, or outside the deployment's value range): a bad query is
+    refused alone, and the rest of the batch is served.
 
     Args:
       images: (B, *input_shape) array, or a sequence of B queries.
@@ -487,21 +287,23 @@ class CodedService:
             f"{images.shape} (wrap one image as images[None])."
         )
       rows = list(images)
-    futures = []
-    with self._lock:
+    futures, rejected = [], []
+    with self._counters.lock:
       if self._stopped:
         raise ServiceStopped("CodedService.submit: the service was shut down.")
-      for row in rows:
+      for i, row in enumerate(rows):
         future = concurrent.futures.Future()
         futures.append(future)
         try:
-          image = self._check_query(row)
+          image = self.check_query(row, i)
         except ValueError as error:
-          self._counts["rejected"] += 1
-          future.set_exception(error)
+          self._counters.add_locked("rejected")
+          rejected.append((future, error))
           continue
-        self._counts["submitted"] += 1
-        self._queue.put(_Query(image, future, time.monotonic()))
+        self._counters.add_locked("submitted")
+        self._queue.put(batching.Query(image, future, time.monotonic()))
+    for future, error in rejected:  # outside the lock: a done-callback may call back in
+      _resolve(future, error=error)
     return futures
 
   def predict(
@@ -530,12 +332,11 @@ class CodedService:
 
   def stats(self) -> ServiceStats:
     """A snapshot of the counters."""
-    with self._lock:
-      return ServiceStats(**self._counts)
+    return self._counters.snapshot()
 
   def group_records(self) -> list[GroupRecord]:
     """The records of the last ``keep_groups`` groups, oldest first."""
-    with self._lock:
+    with self._counters.lock:
       return list(self._records or ())
 
   def kill_worker(self, index: int) -> None:
@@ -553,20 +354,40 @@ class CodedService:
   def shutdown(self) -> None:
     """Serves what was submitted, then stops the workers (and Ray, if it started it).
 
-    A query whose group fails once shutdown has begun is not retried: it gets
-    its :class:`QueryNotDecoded` at once.
+    Safe from any thread, including the service's own (a future's done
+    callback runs there): the stopping then finishes on a thread of its own,
+    which always stops the actors. Idempotent: a second call waits for the
+    first to finish (unless it too comes from a service thread). A query
+    whose group fails once shutdown has begun is not retried: it gets its
+    :class:`QueryNotDecoded` at once.
     """
-    with self._lock:
-      if self._stopped:
-        return
-      self._stopped = True
-      self._queue.put(_STOP)
-    self._batcher.join()
-    self._collectors.shutdown(wait=True)
-    for w in self._workers:
-      ray.kill(w, no_restart=True)
-    if self._owns_ray:
-      ray.shutdown()
+    with self._counters.lock:
+      if not self._stopped:
+        self._stopped = True
+        self._queue.put(batching.STOP)
+        self._stopper = threading.Thread(target=self._stop, name="jaxcoded-shutdown")
+        self._stopper.start()
+    if not self._on_service_thread():
+      self._stopper.join()
+
+  def _on_service_thread(self) -> bool:
+    current = threading.current_thread()
+    return current is self._batcher or current is self._stopper or current.name.startswith(
+        "jaxcoded-collector"
+    )
+
+  def _stop(self) -> None:
+    try:
+      self._batcher.join()
+      self._collectors.shutdown(wait=True)
+    finally:
+      for w in self._workers:
+        try:
+          ray.kill(w, no_restart=True)
+        except Exception:  # pylint: disable=broad-except  (already gone)
+          pass
+      if self._owns_ray:
+        ray.shutdown()
 
   def __enter__(self) -> "CodedService":
     return self
@@ -576,50 +397,23 @@ class CodedService:
 
   # -- the master -----------------------------------------------------------------
 
-  def _check_query(self, image: ArrayLike) -> np.ndarray:
+  def check_query(self, image: ArrayLike, index: int = 0) -> np.ndarray:
+    """The query as the service's dtype; ValueError naming it if it must be refused."""
     array = np.asarray(image)
-    if array.dtype.kind not in "fiu":
-      raise ValueError(
-          f"CodedService: a query must hold real numbers, got dtype {array.dtype} "
-          f"(shape {array.shape})."
-      )
-    if array.shape != self.input_shape:
-      raise ValueError(
-          f"CodedService: a query must have shape {self.input_shape}, got {array.shape}."
-      )
-    array = array.astype(self.dtype)
-    if not np.all(np.isfinite(array)):
-      raise ValueError(
-          f"CodedService: a query holds {int(np.sum(~np.isfinite(array)))} NaN or inf values."
-      )
-    return array
+    queries_lib.check(array[None], (1, *self.input_shape), self.deployment.query_range,
+                      f"CodedService: query {index} of the batch")
+    return array.astype(self.dtype)
 
   def _batch_loop(self) -> None:
     k = self.deployment.num_queries
-    stop = False
-    while not stop:
-      first = self._queue.get()
-      if first is _STOP:
-        return
-      batch = [first]
-      fill_deadline = first.submitted + self.max_wait_s
-      while len(batch) < k:
-        try:
-          item = self._queue.get(timeout=max(0.0, fill_deadline - time.monotonic()))
-        except queue.Empty:
-          break
-        if item is _STOP:
-          stop = True
-          break
-        batch.append(item)
+    for batch in batching.groups(self._queue, k, self.max_wait_s):
       self._dispatch(batch)
 
-  def _dispatch(self, batch: list[_Query]) -> None:
+  def _dispatch(self, batch: list[batching.Query]) -> None:
     k = self.deployment.num_queries
     group_id = next(self._group_ids)
     try:
-      padded = np.zeros((k,) + self.input_shape, self.dtype)
-      padded[: len(batch)] = np.stack([q.image for q in batch])
+      padded = batching.pad(batch, k, self.input_shape, self.dtype)
       coded = np.asarray(self._encode(padded))
       # Workers skip calls that start after the deadline (wall clock: worker
       # machines share it through NTP to well within a deadline).
@@ -627,69 +421,33 @@ class CodedService:
       refs = [w.run.remote(coded[n], deadline) for n, w in enumerate(self._workers)]
     except Exception as error:  # An encoder failure fails its queries, not the service.
       _LOG.exception("group %d: dispatch failed", group_id)
-      with self._lock:
-        self._counts["not_decoded"] += len(batch)
+      self._counters.add("not_decoded", len(batch))
       for q in batch:
         _resolve(q.future, error=error)
       return
-    with self._lock:
-      self._counts["groups"] += 1
-      self._counts["padded_slots"] += k - len(batch)
-    group = _Group(group_id, batch, padded, refs, time.monotonic())
+    self._counters.add("groups")
+    self._counters.add("padded_slots", k - len(batch))
+    group = batching.Group(group_id, batch, padded, refs, time.monotonic())
     self._collectors.submit(self._collect, group)
 
-  def _collect(self, group: _Group) -> None:
-    answers = _GroupAnswers(group, self.num_workers)
+  def _collect(self, group: batching.Group) -> None:
+    answers = collection.GroupAnswers(group, self.num_workers)
     try:
-      mask, status = self._collect_outputs(group, answers)
+      mask, status = collection.collect(
+          group, answers, decode=self._decode_outputs, release=self._release,
+          output_example=self._output_example, min_returns=self.min_returns,
+          timeout_s=self.timeout_s, counters=self._counters, stopped=lambda: self._stopped,
+      )
       self._finish(group, answers, mask, status)
     except BaseException as error:  # Never leave a query without an outcome.
       _LOG.exception("group %d: collection failed", group.id)
       for q in group.queries:
         if not q.future.done():
-          with self._lock:
-            self._counts["not_decoded"] += 1
+          self._counters.add("not_decoded")
           _resolve(q.future, error=error)
 
-  def _collect_outputs(self, group: _Group, answers: "_GroupAnswers"):
-    """Collects outputs until every real query is answered or the deadline passes.
-
-    Decodes once ``min_returns`` outputs are in, then after each further
-    output, and releases every query as soon as it is answered.
-    """
-    n = self.num_workers
-    num_real = len(group.queries)
-    outputs = [self._output_example] * n
-    status = [WorkerStatus.LATE] * n
-    worker_of = {ref: i for i, ref in enumerate(group.refs)}
-    pending = list(group.refs)
-    deadline = group.dispatched + self.timeout_s
-    decoded_count = 0  # outputs in at the last decode
-    expired = False
-    while pending and not expired:
-      returned = status.count(WorkerStatus.RETURNED)
-      remaining = deadline - time.monotonic()
-      expired = remaining <= 0
-      # At the deadline, one last sweep takes everything that is ready.
-      wanted = len(pending) if expired else min(len(pending), max(1, self.min_returns - returned))
-      ready, pending = ray.wait(pending, num_returns=wanted, timeout=max(0.0, remaining))
-      for ref in ready:
-        self._receive(ref, worker_of[ref], outputs, status)
-      mask = np.array([s == WorkerStatus.RETURNED for s in status])
-      returned = int(mask.sum())
-      if returned >= self.min_returns and returned > decoded_count:
-        decoded_count = returned
-        self._release(group, answers, self._decode_outputs(outputs, mask), mask)
-        if answers.resolved[:num_real].all():
-          break
-    for ref in pending:
-      self._watch_late(ref, worker_of[ref])
-    with self._lock:
-      self._counts["unused_outputs"] += status.count(WorkerStatus.LATE)
-    return np.array([s == WorkerStatus.RETURNED for s in status]), tuple(status)
-
   def _release(
-      self, group: _Group, answers: "_GroupAnswers", decoded: "_Decoded", mask: np.ndarray
+      self, group: batching.Group, answers: collection.GroupAnswers, decoded: collection.Decoded, mask: np.ndarray
   ) -> None:
     """Answers the real queries that ``decoded`` answers and that are still waiting."""
     now = time.monotonic()
@@ -705,13 +463,12 @@ class CodedService:
           q.attempts,
       )))
     # Counted before the futures resolve: a client that holds its answer sees it counted.
-    with self._lock:
-      self._counts["answered"] += len(released)
+    self._counters.add("answered", len(released))
     for future, answer in released:
       _resolve(future, answer)
 
   def _finish(
-      self, group: _Group, answers: "_GroupAnswers", mask: np.ndarray, status: tuple[str, ...]
+      self, group: batching.Group, answers: collection.GroupAnswers, mask: np.ndarray, status: tuple[str, ...]
   ) -> None:
     """Retries or explicit errors for the queries left unanswered; the group's record."""
     finished = time.monotonic()
@@ -723,8 +480,8 @@ class CodedService:
           group.id, slot, status, self.deployment.scheme.recovery_threshold, self.timeout_s,
           finished - q.submitted, q.attempts,
       )))
-    with self._lock:
-      self._counts["not_decoded"] += len(failed)
+    with self._counters.lock:
+      self._counters.add_locked("not_decoded", len(failed))
       if self._records is not None:
         self._records.append(GroupRecord(
             group.id, group.padded, len(group.queries), mask, answers.resolved.copy(),
@@ -733,89 +490,23 @@ class CodedService:
     for future, error in failed:
       _resolve(future, error=error)
 
-  def _retry(self, query: _Query) -> bool:
+  def _retry(self, query: batching.Query) -> bool:
     """Queues ``query`` again if it has attempts left and the service is running."""
     if query.attempts > self.max_retries or query.future.cancelled():
       return False
-    with self._lock:
+    with self._counters.lock:
       # Under the lock that ``shutdown`` takes to queue its stop marker: a retry
       # is queued before the marker (and served), or not at all (and fails).
       if self._stopped:
         return False
-      self._counts["retried"] += 1
-      self._queue.put(_Query(query.image, query.future, query.submitted, query.attempts + 1))
+      self._counters.add_locked("retried")
+      self._queue.put(batching.Query(query.image, query.future, query.submitted,
+                                     query.attempts + 1))
     return True
 
-  def _receive(self, ref: ray.ObjectRef, n: int, outputs: list, status: list) -> None:
-    """Worker n's reply, in time for its group: its output, or why there is none."""
-    try:
-      output, incarnation = ray.get(ref)
-    except ray.exceptions.RayError as error:
-      status[n] = self._note_error(n, error)
-      return
-    self._note_incarnation(n, incarnation)
-    if output is None:  # Skipped by the worker: it started after the deadline.
-      return
-    output = np.asarray(output)
-    if output.shape != self._output_example.shape or not np.all(np.isfinite(output)):
-      status[n] = WorkerStatus.INVALID
-      with self._lock:
-        self._counts["invalid_outputs"] += 1
-      return
-    outputs[n] = output
-    status[n] = WorkerStatus.RETURNED
-
-  def _watch_late(self, ref: ray.ObjectRef, n: int) -> None:
-    """Counts the failure or the restart that a reply after its group's decision reveals."""
-
-    def done(future: concurrent.futures.Future) -> None:
-      if self._stopped:  # Shutting down kills the workers: not a failure.
-        return
-      try:
-        _, incarnation = future.result()
-      except ray.exceptions.RayError as error:
-        self._note_error(n, error)
-      except Exception:  # Cancelled, or Ray shutting down.
-        pass
-      else:
-        self._note_incarnation(n, incarnation)
-
-    ref.future().add_done_callback(done)
-
-  def _note_error(self, n: int, error: ray.exceptions.RayError) -> str:
-    if isinstance(error, ray.exceptions.RayActorError):
-      with self._lock:
-        self._counts["worker_failures"] += 1
-      return WorkerStatus.FAILED
-    _LOG.warning("worker %d raised: %s", n, error)
-    with self._lock:
-      self._counts["worker_errors"] += 1
-    return WorkerStatus.ERROR
-
-  def _note_incarnation(self, n: int, incarnation: str) -> None:
-    """A restart is a process id never seen before (old replies may still arrive late)."""
-    with self._lock:
-      if incarnation not in self._incarnations[n]:
-        self._incarnations[n].add(incarnation)
-        self._counts["worker_restarts"] += 1
-
-  def _decode_outputs(self, outputs: list[np.ndarray], mask: np.ndarray) -> "_Decoded":
-    decoded = self._decode(np.stack(outputs), mask)
-    return _Decoded(np.asarray(decoded.values), np.asarray(decoded.answered))
-
-
-class _Decoded(NamedTuple):
-  values: np.ndarray
-  answered: np.ndarray
-
-
-class _GroupAnswers:
-  """Which slots of a group were answered, and from which mask."""
-
-  def __init__(self, group: _Group, num_workers: int):
-    k = group.padded.shape[0]
-    self.resolved = np.zeros((k,), bool)
-    self.masks = np.zeros((k, num_workers), bool)
+  def _decode_outputs(self, outputs: np.ndarray, mask: np.ndarray) -> collection.Decoded:
+    decoded = self._decode(outputs, mask)
+    return collection.Decoded(np.asarray(decoded.values), np.asarray(decoded.answered))
 
 
 def _per_worker(latency, num_workers: int) -> list[latency_lib.WorkerLatency]:

@@ -1,6 +1,6 @@
 """One coded worker: a Ray actor that runs a deployment's worker task on coded inputs.
 
-The actor holds its task's function, jitted, and its parameters (DESIGN.md
+The actor holds its task's function, jitted, and its parameters (docs/design.md
 section 5: a worker computes ``fn(params, x)`` on ONE coded input). It is
 built from a *task source*: a ``WorkerTask`` shipped by the master, or a
 callable that builds the task inside the actor (e.g. reads a checkpoint on

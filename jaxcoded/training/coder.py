@@ -1,26 +1,28 @@
-"""End-to-end training of the learned codes with Optax (DESIGN.md section 4.6).
+"""End-to-end training of the learned codes with Optax (docs/design.md section 4.6).
 
 Each step draws a batch of groups of K training images and, per group, a random
 availability mask with between R and N workers returning ("masked straggler
 dropout"); the loss is the cross-entropy of the decoded logits to the labels,
 optionally plus distillation to the frozen base classifier's softmax.
 
-The loop is the shared one, ``training.fit`` (Orbax checkpoints and resume,
+The loop is the shared one, ``loop.fit`` (Orbax checkpoints and resume,
 ``config.json``, JSON-lines metrics, progress, NaN stop). The base classifier
 (the learned Lagrange code's workers, the distillation teacher, and the base
-accuracy) is trained by ``training.train_and_evaluate`` from ``config.base``
+accuracy) is trained by ``classifier.load_or_train`` from ``config.base``
 into ``config.base_workdir`` (default ``<workdir>/base``), or simply reloaded
 when that workdir already holds the finished run. At the end the code is
-evaluated at S = 0 .. N - R stragglers and ``results.json`` records the
-accuracies with the master budget in use and the load table.
+evaluated at S = 0 .. N - R stragglers; the returned ``TrainResult.report``
+(also ``results.json``) records the accuracies with the master budget in use
+and the load table.
 
 Example (seconds):
   >>> from configs import coder_digits
-  >>> results = train_and_evaluate(coder_digits.get_config(), "/tmp/coder")  # doctest: +SKIP
+  >>> result = train(coder_digits.get_config(), "/tmp/coder")  # doctest: +SKIP
 """
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import json
 import os
@@ -35,37 +37,19 @@ import numpy as np
 import optax
 from flax import nnx
 
-from jaxcoded import data, load, models, stragglers, training, workers
+from jaxcoded import data, load, models, stragglers, workers
 from jaxcoded.schemes import learned
+from jaxcoded.training import checkpoints, classifier, loop
 
 __all__ = [
     "build_code",
+    "deployable",
     "evaluate_code",
     "group_stream",
     "make_loss_fn",
-    "sample_masks",
-    "train_and_evaluate",
+    "load",
+    "train",
 ]
-
-
-def sample_masks(key: jax.Array, num_masks: int, num_workers: int, threshold: int) -> jax.Array:
-  """(M, N) masks: each with a uniform number in [R, N] of available workers at random places.
-
-  Args:
-    key: PRNG key.
-    num_masks: M.
-    num_workers: N.
-    threshold: R <= N.
-
-  Returns:
-    Boolean (M, N).
-  """
-  if not 1 <= threshold <= num_workers:
-    raise ValueError(f"sample_masks: need 1 <= R <= N, got R = {threshold}, N = {num_workers}.")
-  count_key, order_key = jax.random.split(key)
-  counts = jax.random.randint(count_key, (num_masks, 1), threshold, num_workers + 1)
-  ranks = jnp.argsort(jax.random.uniform(order_key, (num_masks, num_workers)), axis=1)
-  return ranks < counts
 
 
 def group_stream(
@@ -137,11 +121,13 @@ def build_code(
   raise ValueError(f"Unknown scheme {config.scheme!r}; use 'polynomial' or 'lagrange'.")
 
 
-def load_code(workdir: str | os.PathLike, step: int | None = None) -> nnx.Module:
-  """A learned code trained by :func:`train_and_evaluate`, read back from its workdir.
+def load(
+    workdir: str | os.PathLike, step: int | None = None
+) -> tuple[nnx.Module, ml_collections.ConfigDict]:
+  """A learned code trained by :func:`train`, read back from its workdir.
 
   Returns:
-    The PolynomialCode or LearnedLagrangeCode (eval mode) of the run's config.
+    (the PolynomialCode or LearnedLagrangeCode in eval mode, the run's config).
 
   Raises:
     FileNotFoundError: not a finished or checkpointed coder workdir.
@@ -154,14 +140,18 @@ def load_code(workdir: str | os.PathLike, step: int | None = None) -> nnx.Module
           f"{workdir} holds a {config.get('task', 'classifier')!r} run, not a learned code "
           "(config.task == 'coder')."
       )
-    classifier = training._build_model(config.base) if config.scheme == "lagrange" else None
+    frozen = classifier.build_model(config.base) if config.scheme == "lagrange" else None
     return build_code(
         config, models.INPUT_SHAPES[config.base.model], config.base.num_classes,
-        classifier=classifier, rngs=nnx.Rngs(0),
+        classifier=frozen, rngs=nnx.Rngs(0),
     )
 
-  code, _ = training.restore_module(workdir, build, step, abstract=False)
-  return code
+  return checkpoints.restore_module(workdir, build, step, abstract=False)
+
+
+def deployable(workdir: str | os.PathLike) -> nnx.Module:
+  """The trained code of ``workdir``: a scheme whose workers run its own network."""
+  return load(workdir)[0]
 
 
 @functools.partial(jax.jit, static_argnums=0)
@@ -217,7 +207,7 @@ def evaluate_code(
 def make_loss_fn(
     distill_weight: float, temperature: float, mesh: jax.sharding.Mesh | None = None
 ):
-  """``loss_fn(code, batch, rng) -> (loss, metrics)`` for ``training.fit``.
+  """``loss_fn(code, batch, rng) -> (loss, metrics)`` for ``loop.fit``.
 
   A random mask with between R and N available workers is drawn per group
   from ``rng``. With ``mesh`` (a "workers" axis dividing N) the workers of
@@ -228,7 +218,7 @@ def make_loss_fn(
 
   def loss_fn(code, batch, rng):
     images, labels, teacher_logits = batch
-    masks = sample_masks(rng, labels.shape[0], code.num_workers, code.recovery_threshold)
+    masks = stragglers.dropout_masks(rng, labels.shape[0], code.num_workers, code.recovery_threshold)
     graphdef, state = nnx.split(code)
     logits = jax.vmap(lambda q, m: nnx.merge(graphdef, state)(q, m, mesh=mesh).values)(
         images, masks
@@ -258,12 +248,13 @@ def _write_json(path: str, value: Any) -> None:
     json.dump(value, f, indent=2)
 
 
-def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
+def train(config: ml_collections.ConfigDict, workdir: str | os.PathLike) -> loop.TrainResult:
   """Trains the code of ``config`` into ``workdir`` (resuming) and evaluates it.
 
   Returns:
-    The results dict also written to ``<workdir>/results.json``: base and
-    coded accuracies by S, the master budget (design A), training time.
+    ``loop.TrainResult`` whose ``report`` (also ``<workdir>/results.json``)
+    holds the base and coded accuracies by S, the master budget (design A)
+    and the training time.
   """
   workdir = os.path.abspath(workdir)
   mesh = workers.mesh_for_config(
@@ -272,8 +263,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   os.makedirs(workdir, exist_ok=True)
   base_workdir = config.get("base_workdir") or os.path.join(workdir, "base")
   started = time.time()
-  base_model = training.train_and_evaluate(config.base, base_workdir).model
-  base_model.eval()
+  base_model, _ = classifier.load_or_train(config.base, base_workdir)
   base_seconds = time.time() - started
 
   train_ds = data.load(config.dataset, "train", seed=config.seed)
@@ -289,6 +279,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   )
   loads = [load.code_load(code, design, base_flops) for design in ("A", "B")]
   load.check_master_budget(loads[0], config.master_budget)
+  load.check_worker_budget(loads[0], config.get("worker_budget"))
 
   schedule = optax.warmup_cosine_decay_schedule(
       0.0, config.learning_rate, min(200, config.num_steps // 10 + 1), config.num_steps
@@ -303,7 +294,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
       config.groups_per_batch, seed=config.seed,
   )
   started = time.time()
-  fit = training.fit(
+  fit = loop.fit(
       code, tx,
       make_loss_fn(float(config.distill_weight), float(config.temperature), mesh),
       lambda start: batches(start_step=start),
@@ -339,4 +330,4 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
       load_table=load.format_load_table(loads),
   )
   _write_json(os.path.join(workdir, "results.json"), results)
-  return results
+  return dataclasses.replace(fit, report=results)

@@ -1,8 +1,10 @@
-"""Plots of a comparison (``harness.run_comparison``'s results), written as PNG.
+"""Plots of a comparison (``comparison.run_comparison``'s results), written as PNG.
 
 * ``accuracy_vs_stragglers.png``: mean accuracy (± std over masks) against S
   for every scheme, with the base classifier as a dashed line;
 * ``accuracy_vs_redundancy.png``: accuracy against N / K, one panel per S >= 1;
+* ``accuracy_vs_compute.png``: accuracy against compute per query
+  ((N x worker FLOPs + master FLOPs) / (K x f's FLOPs)), one panel per S >= 1;
 * ``accuracy_vs_threshold.png``: the learned codes' accuracy against their
   recovery threshold R (at the largest evaluated S they guarantee), when the
   comparison holds learned codes.
@@ -66,19 +68,15 @@ def write_comparison_plots(results: dict[str, Any], workdir: str | pathlib.Path)
   ax.grid(alpha=0.3)
   written.append(_save(fig, plt, workdir / "accuracy_vs_stragglers.png"))
 
-  stragglers = sorted({r["S"] for r in records if r["S"] >= 1})
-  if stragglers:
-    fig, axes = plt.subplots(1, len(stragglers), figsize=(4 * len(stragglers), 4), squeeze=False)
-    for ax, s in zip(axes[0], stragglers):
-      for name, rs in _by_scheme([r for r in records if r["S"] == s]).items():
-        ax.scatter([r["redundancy"] for r in rs], [r["accuracy_mean"] for r in rs], label=name,
-                   **style[name])
-      ax.axhline(base_accuracy, color="gray", linestyle="--")
-      ax.set(xlabel="redundancy N / K", ylabel="top-1 accuracy", ylim=(0, 1), title=f"S = {s}")
-      ax.grid(alpha=0.3)
-    axes[0][-1].legend(fontsize=7, loc="lower right")
-    fig.suptitle(f"Accuracy vs redundancy (K = {k})")
-    written.append(_save(fig, plt, workdir / "accuracy_vs_redundancy.png"))
+  for key, label, file_name in (
+      ("redundancy", "redundancy N / K", "accuracy_vs_redundancy.png"),
+      ("compute_per_query", "compute per query (f evaluations)", "accuracy_vs_compute.png"),
+  ):
+    path = _per_stragglers_scatter(plt, records, key, label, base_accuracy, style,
+                                   f"Accuracy vs {label.split(' (')[0]} (K = {k})",
+                                   workdir / file_name)
+    if path:
+      written.append(path)
 
   learned = [r for r in records if r["kind"] == "learned" and r["guaranteed"]]
   if learned:
@@ -99,6 +97,24 @@ def write_comparison_plots(results: dict[str, Any], workdir: str | pathlib.Path)
     ax.grid(alpha=0.3)
     written.append(_save(fig, plt, workdir / "accuracy_vs_threshold.png"))
   return written
+
+
+def _per_stragglers_scatter(plt, records, key, label, base_accuracy, style, title, path):
+  """Accuracy against ``record[key]``, one panel per S >= 1; None when there is no such S."""
+  stragglers = sorted({r["S"] for r in records if r["S"] >= 1 and key in r})
+  if not stragglers:
+    return None
+  fig, axes = plt.subplots(1, len(stragglers), figsize=(4 * len(stragglers), 4), squeeze=False)
+  for ax, s in zip(axes[0], stragglers):
+    for name, rs in _by_scheme([r for r in records if r["S"] == s]).items():
+      ax.scatter([r[key] for r in rs], [r["accuracy_mean"] for r in rs], label=name,
+                 **style[name])
+    ax.axhline(base_accuracy, color="gray", linestyle="--")
+    ax.set(xlabel=label, ylabel="top-1 accuracy", ylim=(0, 1), title=f"S = {s}")
+    ax.grid(alpha=0.3)
+  axes[0][-1].legend(fontsize=7, loc="lower right")
+  fig.suptitle(title)
+  return _save(fig, plt, path)
 
 
 def _save(fig, plt, path: pathlib.Path) -> str:

@@ -14,7 +14,7 @@ import pytest
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
 
 from configs import digits  # noqa: E402
-from jaxcoded import deployment, harness, schemes, workers  # noqa: E402
+from jaxcoded import comparison, deployment, schemes, workers  # noqa: E402
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
@@ -27,7 +27,7 @@ def _linear_classifier(rng, num_features, num_classes=5):
 def _reference_metrics(served, fn, params, groups, labels, masks):
   """Plain loops: decode each group under each mask with the whole pipeline."""
   base_pred = np.asarray(jax.vmap(jax.vmap(lambda x: fn(params, x)))(groups)).argmax(-1)
-  home = harness.home_workers(served.scheme)
+  home = served.scheme.home_workers()
   credit = bool(getattr(served.scheme, "has_fallback", False))
   out = []
   for mask in masks:
@@ -62,10 +62,10 @@ def test_evaluate_deployment_matches_plain_loops(rng, make_scheme):
   labels = rng.integers(0, 5, size=(7, 3))
   base_pred = jax.vmap(jax.vmap(lambda x: fn(params, x)))(groups).argmax(-1)
   masks = np.concatenate([
-      harness.MaskBank(int(rng.integers(1 << 30)), 4, 4).masks(scheme.num_workers, s)
+      comparison.MaskBank(int(rng.integers(1 << 30)), 4, 4).masks(scheme.num_workers, s)
       for s in range(min(scheme.num_workers, 3))
   ])
-  metrics = harness.evaluate_deployment(served, groups, jnp.asarray(labels), base_pred, masks)
+  metrics = comparison.evaluate_deployment(served, groups, jnp.asarray(labels), base_pred, masks)
   expected = _reference_metrics(served, fn, params, groups, labels, masks)
   np.testing.assert_allclose(metrics.accuracy, expected[:, 0], atol=1e-6)
   np.testing.assert_allclose(metrics.agreement, expected[:, 1], atol=1e-6)
@@ -76,17 +76,17 @@ def test_evaluate_deployment_matches_plain_loops(rng, make_scheme):
 
 
 def test_mask_bank_shares_arrays_and_switches_to_random():
-  bank = harness.MaskBank(seed=3, num_random=10, exhaustive_limit=20)
+  bank = comparison.MaskBank(seed=3, num_random=10, exhaustive_limit=20)
   small = bank.masks(6, 2)  # C(6, 2) = 15 <= 20: all of them
   assert small.shape == (15, 6) and len({tuple(m) for m in small}) == 15
   assert bank.masks(6, 2) is small  # cached: every scheme with N = 6 gets this array
   big = bank.masks(12, 3)  # C(12, 3) = 220 > 20: a random sample
   assert big.shape == (10, 12) and np.all((~big).sum(1) == 3)
-  again = harness.MaskBank(seed=3, num_random=10, exhaustive_limit=20).masks(12, 3)
+  again = comparison.MaskBank(seed=3, num_random=10, exhaustive_limit=20).masks(12, 3)
   np.testing.assert_array_equal(big, again)  # a function of (seed, N, S) only
-  assert harness.fingerprint(big) == harness.fingerprint(again)
-  other = harness.MaskBank(seed=4, num_random=10, exhaustive_limit=20).masks(12, 3)
-  assert harness.fingerprint(other) != harness.fingerprint(big)
+  assert comparison.fingerprint(big) == comparison.fingerprint(again)
+  other = comparison.MaskBank(seed=4, num_random=10, exhaustive_limit=20).masks(12, 3)
+  assert comparison.fingerprint(other) != comparison.fingerprint(big)
   deadline = bank.deadline_masks(8, 50, shift=1.0, rate=1.0, deadline=1.5)
   assert deadline.shape == (50, 8) and 0 < deadline.mean() < 1
   with pytest.raises(ValueError, match="stragglers"):
@@ -95,10 +95,10 @@ def test_mask_bank_shares_arrays_and_switches_to_random():
 
 def test_home_workers():
   np.testing.assert_array_equal(
-      harness.home_workers(schemes.Replication.create(2, 1)),
+      schemes.Replication.create(2, 1).home_workers(),
       [[1, 0, 1, 0], [0, 1, 0, 1]],
   )
-  np.testing.assert_array_equal(harness.home_workers(schemes.BerrutCode.create(2, 1)),
+  np.testing.assert_array_equal(schemes.BerrutCode.create(2, 1).home_workers(),
                                 [[1, 0, 0], [0, 1, 0]])
 
 
@@ -112,9 +112,9 @@ def test_shard_map_evaluation_equals_single_device(rng):
   base_pred = jax.vmap(jax.vmap(lambda x: fn(params, x)))(groups).argmax(-1)
   for scheme in (schemes.Replication.create(4, 1), schemes.BerrutCode.create(4, 4)):
     served = deployment.Deployment.homogeneous("s", scheme, fn, params)
-    masks = harness.MaskBank(0, 6, 6).masks(8, 2)
-    single = harness.evaluate_deployment(served, groups, labels, base_pred, masks)
-    sharded = harness.evaluate_deployment(served, groups, labels, base_pred, masks, mesh=mesh)
+    masks = comparison.MaskBank(0, 6, 6).masks(8, 2)
+    single = comparison.evaluate_deployment(served, groups, labels, base_pred, masks)
+    sharded = comparison.evaluate_deployment(served, groups, labels, base_pred, masks, mesh=mesh)
     np.testing.assert_allclose(sharded.accuracy, single.accuracy, atol=1e-6)
     np.testing.assert_allclose(sharded.agreement, single.agreement, atol=1e-6)
 
@@ -128,15 +128,15 @@ def test_adversaries_hurt_berrut_but_not_byzantine_berrut(rng):
       "byz", schemes.ByzantineBerrutCode.create(2, 0, 1), fn, params
   )
   masks = np.ones((3, robust.num_workers), bool)
-  clean = harness.evaluate_deployment(robust, groups, labels, base_pred, masks)
-  attacked = harness.evaluate_deployment(
+  clean = comparison.evaluate_deployment(robust, groups, labels, base_pred, masks)
+  attacked = comparison.evaluate_deployment(
       robust, groups, labels, base_pred, masks, adversary="random", num_adversaries=1,
       key=jax.random.key(int(rng.integers(1 << 30))),
   )
   np.testing.assert_allclose(attacked.accuracy, clean.accuracy, atol=1e-6)
   np.testing.assert_allclose(attacked.rejected, 1.0)
   plain = deployment.Deployment.homogeneous("berrut", schemes.BerrutCode.create(2, 3), fn, params)
-  hit = harness.evaluate_deployment(
+  hit = comparison.evaluate_deployment(
       plain, groups, labels, base_pred, masks[:, : plain.num_workers], adversary="random",
       num_adversaries=1, key=jax.random.key(1),
   )
@@ -164,22 +164,22 @@ def _comparison_config(base_workdir):
   config.mesh_devices = 0
   config.max_groups = 30
   config.seed = 0
-  harness.add_scheme(config, "uncoded", "uncoded")
-  harness.add_scheme(config, "replication", "replication")
-  harness.add_scheme(config, "Berrut", "berrut")
+  comparison.add_scheme(config, "uncoded", "uncoded")
+  comparison.add_scheme(config, "replication", "replication")
+  comparison.add_scheme(config, "Berrut", "berrut")
   return config
 
 
 @pytest.fixture(scope="module")
-def comparison(tmp_path_factory):
+def digits_comparison(tmp_path_factory):
   workdir = tmp_path_factory.mktemp("comparison")
   config = _comparison_config(workdir / "base")
-  results = harness.run_comparison(config, workdir, log=lambda _: None, progress=False)
+  results = comparison.run_comparison(config, workdir, log=lambda _: None, progress=False)
   return config, workdir, results
 
 
-def test_comparison_covers_every_scheme_and_s(comparison):
-  config, workdir, results = comparison
+def test_comparison_covers_every_scheme_and_s(digits_comparison):
+  config, workdir, results = digits_comparison
   on_disk = json.loads((workdir / "results.json").read_text())
   seen = {(r["scheme"], r["S"]) for r in on_disk["results"]}
   assert seen == {(name, s) for name in config.schemes for s in config.stragglers}
@@ -194,8 +194,8 @@ def test_comparison_covers_every_scheme_and_s(comparison):
   assert "| Berrut | 2 | 6 | 4 |" in table
 
 
-def test_uncoded_without_stragglers_is_the_base_classifier(comparison):
-  _, _, results = comparison
+def test_uncoded_without_stragglers_is_the_base_classifier(digits_comparison):
+  _, _, results = digits_comparison
   record = next(r for r in results["results"] if r["scheme"] == "uncoded" and r["S"] == 0)
   assert record["accuracy_mean"] == pytest.approx(results["base"]["accuracy_on_groups"], abs=1e-9)
   assert record["agreement_mean"] == pytest.approx(1.0)
@@ -206,8 +206,8 @@ def test_uncoded_without_stragglers_is_the_base_classifier(comparison):
     assert r["degraded_accuracy"] == 0.0
 
 
-def test_schemes_with_equal_n_see_identical_masks(comparison):
-  _, workdir, results = comparison
+def test_schemes_with_equal_n_see_identical_masks(digits_comparison):
+  _, workdir, results = digits_comparison
   by_ns = {}
   for r in results["results"]:
     by_ns.setdefault((r["N"], r["S"]), set()).add(r["masks_fingerprint"])
@@ -219,12 +219,12 @@ def test_schemes_with_equal_n_see_identical_masks(comparison):
   saved = np.load(workdir / "masks.npz")
   for r in results["results"]:
     masks = saved[f"N{r['N']}_S{r['S']}"]
-    assert harness.fingerprint(masks) == r["masks_fingerprint"]
+    assert comparison.fingerprint(masks) == r["masks_fingerprint"]
     assert len(masks) == min(math.comb(r["N"], r["S"]), 5 if math.comb(r["N"], r["S"]) > 6 else 99)
 
 
-def test_plots_are_valid_pngs(comparison):
-  _, workdir, results = comparison
+def test_plots_are_valid_pngs(digits_comparison):
+  _, workdir, results = digits_comparison
   assert set(results["plots"]) >= {"accuracy_vs_stragglers.png", "accuracy_vs_redundancy.png"}
   matplotlib = pytest.importorskip("matplotlib", reason="matplotlib reads the PNGs back")
   from matplotlib import image  # pylint: disable=g-import-not-at-top
@@ -241,27 +241,27 @@ def test_bad_configs_are_rejected(tmp_path):
   config = _comparison_config(tmp_path / "base")
   config.stragglers = (0, -1)
   with pytest.raises(ValueError, match="stragglers"):
-    harness.check_config(config)
+    comparison.check_config(config)
   config = _comparison_config(tmp_path / "base")
   config.schemes.uncoded.kind = "magic"
   with pytest.raises(ValueError, match="kind must be one of"):
-    harness.check_config(config)
+    comparison.check_config(config)
   config = _comparison_config(tmp_path / "base")
-  harness.add_scheme(config, "byz", "byzantine_berrut")
+  comparison.add_scheme(config, "byz", "byzantine_berrut")
   with pytest.raises(ValueError, match="num_adversaries"):
-    harness.check_config(config)
+    comparison.check_config(config)
   with pytest.raises(ValueError, match="kind must be one of"):
-    harness.add_scheme(config, "x", "nope")
+    comparison.add_scheme(config, "x", "nope")
 
 
-def test_trained_part_for_another_k_is_refused(tmp_path, comparison):
-  _, workdir, _ = comparison
+def test_trained_part_for_another_k_is_refused(tmp_path, digits_comparison):
+  _, workdir, _ = digits_comparison
   config = _comparison_config(workdir / "base")
   stale = tmp_path / "parm_k8"
   stale.mkdir()
   (stale / "config.json").write_text(json.dumps(dict(task="parity", num_queries=8)))
   (stale / "final_metrics.json").write_text("{}")
   config.schemes = ml_collections.ConfigDict()
-  harness.add_scheme(config, "ParM", "parm", config=ml_collections.ConfigDict(), workdir=str(stale))
+  comparison.add_scheme(config, "ParM", "parm", config=ml_collections.ConfigDict(), workdir=str(stale))
   with pytest.raises(ValueError, match="K = 8 queries per group"):
-    harness.run_comparison(config, tmp_path / "out", log=lambda _: None, progress=False)
+    comparison.run_comparison(config, tmp_path / "out", log=lambda _: None, progress=False)

@@ -1,4 +1,4 @@
-"""Training ParM's parity model with Optax (DESIGN.md section 4.5).
+"""Training ParM's parity model with Optax (docs/design.md section 4.5).
 
 The parity model f_P is a fresh network of the base classifier's family. It
 sees the parity query P = x_1 + ... + x_K of a random group of K training
@@ -19,11 +19,11 @@ runs on ``softmax(f)``. Either way the base outputs are computed once for the
 whole train set (the base is frozen), and a step's batch is the summed images
 with their summed targets.
 
-The loop is the shared ``training.fit`` (checkpoints and resume,
+The loop is the shared ``loop.fit`` (checkpoints and resume,
 ``config.json``, ``metrics.jsonl``, progress bar, NaN stop). The base
 classifier is read from ``config.base_workdir`` (default
 ``<workdir>/base``) when a finished run is there, else trained into it from
-``config.base`` with ``training.train_and_evaluate``. Eval metrics, on the
+``config.base`` (``classifier.load_or_train``). Eval metrics, on the
 test set cut into groups of K:
 
   test_parity_mse             the loss on test groups;
@@ -39,7 +39,7 @@ test set cut into groups of K:
 
 Example:
   >>> from configs import parm_digits  # run from the repository root
-  >>> result = train_parity_model(parm_digits.get_config(), "/tmp/parm_digits")  # doctest: +SKIP
+  >>> result = train(parm_digits.get_config(), "/tmp/parm_digits")  # doctest: +SKIP
   >>> result.final_metrics["test_degraded_accuracy"]  # doctest: +SKIP
 """
 
@@ -58,20 +58,21 @@ import numpy as np
 from flax import nnx
 from jax.typing import ArrayLike
 
-from jaxcoded import data, evaluation, models, training, workers
-from jaxcoded.schemes import parm
+from jaxcoded import data, models
+from jaxcoded.schemes import base, parm
+from jaxcoded.training import checkpoints, classifier, loop, optimizers
 
 __all__ = [
     "TARGETS",
-    "ParityEvaluation",
     "as_worker_fn",
+    "deployable",
     "base_outputs",
     "degraded_metrics",
-    "evaluate_parity_code",
+    "load",
     "load_or_train_base",
     "parity_batches",
     "parity_loss",
-    "train_parity_model",
+    "train",
 ]
 
 TARGETS = ("logits", "softmax")
@@ -97,15 +98,16 @@ def as_worker_fn(model: nnx.Module, target: str = "logits") -> tuple[Callable, A
     its (C,) output.
   """
   transform = _output_transform(target)
-  eval_model = nnx.view(
-      model, deterministic=True, use_running_average=True, raise_if_not_found=False
-  )
-  graphdef, state = nnx.split(eval_model)
+  fn, params = classifier.as_worker_fn(model)
+  if target == "logits":
+    return fn, params
+  return (lambda p, x: transform(fn(p, x))), params
 
-  def worker_fn(params, x):
-    return transform(nnx.merge(graphdef, params)(x[None])[0])
 
-  return worker_fn, state
+def deployable(workdir: str | os.PathLike) -> base.WorkerTask:
+  """The trained parity model of ``workdir`` as the parity worker's task (raw outputs)."""
+  model, _ = load(workdir)
+  return base.WorkerTask(*as_worker_fn(model))
 
 
 @functools.partial(nnx.jit, static_argnames="target")
@@ -247,72 +249,6 @@ def degraded_metrics(
   }
 
 
-class ParityEvaluation(NamedTuple):
-  """Per-mask metrics of ParM through its decoder, shape (M,) each.
-
-  Attributes:
-    accuracy: top-1 accuracy over all K queries of every group; unanswered
-      queries count wrong.
-    degraded_accuracy: accuracy on the queries whose systematic worker
-      straggled (NaN for a mask without systematic stragglers).
-    answered: fraction of queries answered.
-  """
-
-  accuracy: np.ndarray
-  degraded_accuracy: np.ndarray
-  answered: np.ndarray
-
-
-def evaluate_parity_code(
-    code: parm.ParityCode,
-    base_fn: Callable,
-    base_params: Any,
-    parity_fn: Callable,
-    parity_params: Any,
-    images: ArrayLike,
-    labels: ArrayLike,
-    masks: ArrayLike,
-) -> ParityEvaluation:
-  """ParM end to end on a test set: worker outputs once per group, then decode per mask.
-
-  Args:
-    code: the ParityCode (K queries, N = K + 1 workers).
-    base_fn, base_params: the base classifier as ``base_fn(params, x)``.
-    parity_fn, parity_params: the parity model as ``parity_fn(params, p)``.
-    images: (n, ...) test inputs; the last n mod K are dropped.
-    labels: (n,) integer labels.
-    masks: (M, N) bool availability patterns, each applied to every group.
-
-  Returns:
-    ParityEvaluation with (M,) arrays.
-  """
-  masks = jnp.asarray(masks)
-  if masks.ndim != 2 or masks.shape[1] != code.num_workers or masks.dtype != jnp.bool_:
-    raise ValueError(
-        f"evaluate_parity_code: masks must be boolean (M, {code.num_workers}), got "
-        f"{masks.shape} {masks.dtype}."
-    )
-  groups, group_labels = evaluation.make_groups(images, labels, code.num_queries)
-
-  @jax.jit
-  def run(base_params, parity_params, groups, group_labels, masks):
-    outputs = jax.vmap(
-        lambda g: parm.parm_outputs(code, base_fn, base_params, parity_fn, parity_params, g)
-    )(groups)
-
-    def one_mask(mask):
-      decoded = jax.vmap(lambda out: code.decode(workers.mask_outputs(out, mask), mask))(outputs)
-      correct = decoded.answered & (jnp.argmax(decoded.values, -1) == group_labels)
-      missing = ~mask[: code.num_queries]
-      degraded = jnp.sum(correct & missing) / (jnp.sum(missing) * correct.shape[0])
-      return jnp.mean(correct), degraded, jnp.mean(decoded.answered)
-
-    return jax.lax.map(one_mask, masks, batch_size=16)
-
-  accuracy, degraded, answered = run(base_params, parity_params, groups, group_labels, masks)
-  return ParityEvaluation(np.asarray(accuracy), np.asarray(degraded), np.asarray(answered))
-
-
 def load_or_train_base(
     config: ml_collections.ConfigDict, workdir: str | os.PathLike
 ) -> nnx.Module:
@@ -320,13 +256,10 @@ def load_or_train_base(
 
   Read from ``config.base_workdir`` (``""``: ``<workdir>/base``) when a
   finished run is there (``final_metrics.json``); otherwise trained (or
-  resumed) there from ``config.base`` by ``training.train_and_evaluate``.
+  resumed) there from ``config.base`` (``classifier.load_or_train``).
   """
   base_workdir = pathlib.Path(config.get("base_workdir") or pathlib.Path(workdir) / "base")
-  if (base_workdir / training.FINAL_METRICS_FILE).exists():
-    model, base_config = training.load_model(base_workdir)
-  else:
-    model, base_config = training.train_and_evaluate(config.base, base_workdir).model, config.base
+  model, base_config = classifier.load_or_train(config.base, base_workdir)
   if base_config.dataset != config.dataset or base_config.num_classes != config.num_classes:
     raise ValueError(
         f"The base classifier in {base_workdir} was trained on {base_config.dataset} "
@@ -337,10 +270,10 @@ def load_or_train_base(
   return model
 
 
-def load_parity_model(
+def load(
     workdir: str | os.PathLike, step: int | None = None
 ) -> tuple[nnx.Module, ml_collections.ConfigDict]:
-  """A parity model trained by :func:`train_parity_model`, with its run's config.
+  """A parity model trained by :func:`train`, with its run's config.
 
   Raises:
     FileNotFoundError: not a checkpointed parity workdir.
@@ -356,21 +289,21 @@ def load_parity_model(
     kwargs = dict(config.get("model_kwargs") or {})
     return models.create(config.model, num_classes=config.num_classes, rngs=nnx.Rngs(0), **kwargs)
 
-  return training.restore_module(workdir, build, step)
+  return checkpoints.restore_module(workdir, build, step)
 
 
 def _check_config(config: ml_collections.ConfigDict) -> None:
   if config.get("task", "parity") != "parity":
-    raise ValueError(f"train_parity_model needs config.task == 'parity', got {config.task!r}.")
+    raise ValueError(f"parity.train needs config.task == 'parity', got {config.task!r}.")
   parm.ParityCode.sizes_for(config.num_queries, config.num_parities)
   _output_transform(config.target)
   if config.groups_per_batch < 1:
     raise ValueError(f"config.groups_per_batch must be >= 1, got {config.groups_per_batch}.")
 
 
-def train_parity_model(
+def train(
     config: ml_collections.ConfigDict, workdir: str | os.PathLike
-) -> training.TrainResult:
+) -> loop.TrainResult:
   """Trains ParM's parity model for the frozen base classifier (resuming in ``workdir``).
 
   Config fields (see ``configs/parm_digits.py``):
@@ -384,15 +317,15 @@ def train_parity_model(
       base classifier's architecture.
     groups_per_batch: groups (parity queries) per step.
     eval_batch_size: parity queries per eval forward pass.
-    the optimizer and schedule fields of ``training.make_optimizer``, and
-    the loop fields of ``training.fit``.
+    the optimizer and schedule fields of ``optimizers.make_optimizer``, and
+    the loop fields of ``loop.fit``.
 
   Args:
     config: the run's config.
     workdir: output directory (config.json, metrics.jsonl, checkpoints).
 
   Returns:
-    ``training.TrainResult``; ``final_metrics`` holds the eval metrics of the
+    ``loop.TrainResult``; ``final_metrics`` holds the eval metrics of the
     module docstring with the prefix ``test_``.
   """
   _check_config(config)
@@ -428,8 +361,8 @@ def train_parity_model(
   parity_model = models.create(
       config.model, num_classes=config.num_classes, rngs=nnx.Rngs(config.seed + 1), **kwargs
   )
-  tx, schedule = training.make_optimizer(config)
-  return training.fit(
+  tx, schedule = optimizers.make_optimizer(config)
+  return loop.fit(
       parity_model,
       tx,
       parity_loss,

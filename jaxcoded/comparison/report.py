@@ -1,0 +1,85 @@
+"""The comparison's reports: the Markdown tables of ``results.md``, and JSON helpers."""
+
+from __future__ import annotations
+
+import platform
+from typing import Any
+
+import jax
+import numpy as np
+
+__all__ = ["format_results", "jsonable", "markdown_table", "versions"]
+
+
+def markdown_table(header: list[str], rows: list[list[Any]]) -> str:
+  """A Markdown table; floats are printed with three decimals."""
+
+  def cell(value):
+    return f"{value:.3f}" if isinstance(value, float) else str(value)
+
+  lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+  lines += ["| " + " | ".join(cell(v) for v in row) + " |" for row in rows]
+  return "\n".join(lines)
+
+
+def versions() -> dict[str, str]:
+  """The software and machine a result was measured with."""
+  import flax  # pylint: disable=g-import-not-at-top
+  import optax  # pylint: disable=g-import-not-at-top
+
+  import jaxcoded  # pylint: disable=g-import-not-at-top
+
+  return dict(jaxcoded=jaxcoded.__version__, jax=jax.__version__, flax=flax.__version__,
+              optax=optax.__version__, numpy=np.__version__, python=platform.python_version(),
+              platform=platform.platform(), backend=jax.default_backend())
+
+
+def _rmse(record: dict[str, Any]) -> str:
+  value = record.get("rmse_mean")
+  return "—" if value is None else f"{value:.3f}"
+
+
+def jsonable(value):
+  """``json.dumps(default=...)`` for numpy scalars and arrays."""
+  if isinstance(value, (np.integer,)):
+    return int(value)
+  if isinstance(value, (np.floating,)):
+    return float(value)
+  if isinstance(value, np.ndarray):
+    return value.tolist()
+  raise TypeError(f"not JSON serialisable: {type(value).__name__}")
+
+
+def format_results(results: dict[str, Any]) -> str:
+  """The Markdown report: base accuracy, the main table, the deadline table."""
+  base = results["base"]
+  lines = [
+      f"Base classifier {base['model']}: test accuracy {base['accuracy']:.3f} "
+      f"({results['num_groups']} groups of K = {results['num_queries']}).",
+      "",
+  ]
+  rows = []
+  for r in results["results"]:
+    degraded = "—" if r["degraded_accuracy"] is None else f"{r['degraded_accuracy']:.3f}"
+    name = r["scheme"] + ("" if r["guaranteed"] else " (beyond S_max)")
+    rows.append([
+        name, r["S"], r["N"], r["R"], f"{r['redundancy']:.2f}",
+        f"{r['accuracy_mean']:.3f} ± {r['accuracy_std']:.3f}", f"{r['accuracy_min']:.3f}",
+        f"{r['agreement_mean']:.3f}", degraded, f"{r['answered_mean']:.3f}",
+        f"{100 * r['master_fraction']:.1f}%", f"{r['worker_fraction']:.2f}",
+        f"{r['compute_per_query']:.2f}", _rmse(r),
+        f"{r['decode_us_per_group']:.1f}", f"{r['num_masks']} {r['masks_kind']}",
+    ])
+  lines.append(markdown_table(
+      ["scheme", "S", "N", "R", "N/K", "accuracy (mean ± std)", "worst mask", "agreement with f",
+       "degraded", "answered", "master / f", "worker / f", "compute / query", "RMSE vs f",
+       "decode µs/group", "masks"], rows))
+  if results.get("deadline"):
+    model = results.get("deadline_model", "shifted_exponential").replace("_", "-")
+    lines += ["", f"Deadline masks ({model} latencies, fixed deadline):", ""]
+    drows = [[d["scheme"], d["N"], d["R"], f"{d['mean_stragglers']:.2f}",
+              f"{d['accuracy_mean']:.3f} ± {d['accuracy_std']:.3f}", f"{d['answered_mean']:.3f}",
+              d["num_masks"]] for d in results["deadline"]]
+    lines.append(markdown_table(
+        ["scheme", "N", "R", "mean stragglers", "accuracy", "answered", "masks"], drows))
+  return "\n".join(lines) + "\n"

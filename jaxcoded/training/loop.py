@@ -1,0 +1,319 @@
+"""One plain training loop: Optax updates, Orbax checkpoints, JSON-lines metrics.
+
+:func:`fit` trains any NNX model with a user-supplied ``loss_fn(model, batch,
+rng) -> (loss, metrics)``: it checkpoints, resumes, logs and evaluates. The
+three tasks of ``jaxcoded.training`` (classifier, parity, coder) call it.
+
+The workdir after a run::
+
+  config.json          the resolved config of the latest (re)start
+  metrics.jsonl        one JSON object per logged step (train averages since
+                       the previous log line, learning rate, steps/s, and the
+                       eval metrics at eval steps)
+  final_metrics.json   the final step's metrics and eval, once training ends
+  checkpoints/<step>/  Orbax checkpoints: items "model" (``nnx.state(model)``)
+                       and "optimizer" (``nnx.state(optimizer)``)
+
+Resuming: :func:`fit` restores the latest checkpoint in the workdir, if any,
+and continues from its step. Every source of randomness is a function of the
+global step (the per-step key is ``jax.random.fold_in(key, step)``, the batch
+iterator is asked to start at the step, the learning rate schedule counts the
+optimizer's restored step), so an interrupted and resumed run computes exactly
+what an uninterrupted run does. Lines of ``metrics.jsonl`` written after the
+restored checkpoint are dropped on resume, so the file reads as one run.
+
+Every task finishes by writing ``final_metrics.json``: :func:`is_finished`
+is the one "trained" marker.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+import pathlib
+import sys
+import time
+from collections.abc import Callable, Iterator, Mapping
+from typing import Any
+
+import jax
+import ml_collections
+import optax
+import tqdm
+from absl import logging
+from flax import nnx
+
+from jaxcoded import integrity
+from jaxcoded.training import checkpoints
+
+__all__ = [
+    "FINAL_METRICS_FILE",
+    "METRICS_FILE",
+    "NonFiniteLossError",
+    "TrainResult",
+    "fit",
+    "is_finished",
+    "read_metrics",
+]
+
+Batch = Any
+LossFn = Callable[[nnx.Module, Batch, jax.Array], tuple[jax.Array, Mapping[str, jax.Array]]]
+
+CHECKPOINT_DIR = checkpoints.CHECKPOINT_DIR
+CONFIG_FILE = checkpoints.CONFIG_FILE
+METRICS_FILE = "metrics.jsonl"
+FINAL_METRICS_FILE = "final_metrics.json"
+
+
+class NonFiniteLossError(FloatingPointError):
+  """The training loss became NaN or infinite; nothing of that state was saved."""
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainResult:
+  """What :func:`fit` and :func:`train_and_evaluate` return.
+
+  Attributes:
+    model: the trained model (in training mode; the object passed to fit).
+    step: the number of optimizer steps taken, counting those of earlier runs
+      that this one resumed.
+    completed: whether ``step`` reached ``num_steps`` (False after
+      ``stop_after_steps``).
+    final_metrics: for a completed run, the last logged train metrics and the
+      final eval metrics (also in ``final_metrics.json``); else empty.
+    report: a task's own evaluation beyond the scalar metrics (the learned
+      codes' accuracy by S and load table); empty for the others.
+  """
+
+  model: nnx.Module = dataclasses.field(repr=False)
+  step: int
+  completed: bool
+  final_metrics: dict[str, float]
+  report: dict[str, Any] = dataclasses.field(default_factory=dict, repr=False)
+
+
+# ---------------------------------------------------------------------------
+# Data, losses and evaluation for classifiers.
+
+
+def _train_step(
+    model: nnx.Module, optimizer: nnx.Optimizer, batch: Batch, rng: jax.Array, loss_fn: LossFn
+):
+  # A plain positional signature: nnx.grad cannot bind keyword-only defaults.
+  def loss(model, batch, rng):
+    return loss_fn(model, batch, rng)
+
+  grad_fn = nnx.value_and_grad(loss, argnums=nnx.DiffState(0, optimizer.wrt), has_aux=True)
+  (_, metrics), grads = grad_fn(model, batch, rng)
+  optimizer.update(model, grads)
+  return metrics
+
+
+_jit_train_step = nnx.jit(_train_step, static_argnames="loss_fn", donate_argnums=(0, 1))
+
+
+def _truncate_metrics(path: pathlib.Path, last_step: int) -> None:
+  """Drops the lines of a metrics file logged after ``last_step``."""
+  if not path.exists():
+    return
+  kept = [record for record in integrity.read_jsonl(path) if record["step"] <= last_step]
+  path.write_text("".join(json.dumps(record) + "\n" for record in kept))
+
+
+def _check_finite(loss: float, step: int, last_finite: tuple[int, float] | None, saved: int | None):
+  if math.isfinite(loss):
+    return
+  before = "no finite loss before it" if last_finite is None else (
+      f"last finite loss {last_finite[1]:.6g} at step {last_finite[0]}"
+  )
+  where = "no checkpoint was saved" if saved is None else f"the latest checkpoint is step {saved}"
+  raise NonFiniteLossError(
+      f"Training loss became {loss} at step {step} ({before}); stopped without saving this state, "
+      f"{where}. Lower the learning rate or check the inputs and the loss."
+  )
+
+
+def fit(
+    model: nnx.Module,
+    tx: optax.GradientTransformation,
+    loss_fn: LossFn,
+    train_batches: Callable[[int], Iterator[Batch]],
+    *,
+    num_steps: int,
+    workdir: str | os.PathLike,
+    config: ml_collections.ConfigDict,
+    eval_fn: Callable[[nnx.Module], Mapping[str, float]] | None = None,
+    learning_rate_fn: optax.Schedule | None = None,
+    wrt: nnx.filterlib.Filter = nnx.Param,
+) -> TrainResult:
+  """Trains ``model`` in place for ``num_steps`` optimizer steps, resuming if it can.
+
+  Steps count from 1: step ``s`` is the s-th optimizer update, and a
+  checkpoint or metrics record at step ``s`` holds the state after it. Step
+  ``s`` computes ``loss_fn(model, batch, jax.random.fold_in(key, s))`` with
+  ``key = jax.random.key(config.seed)``, differentiates it with respect to
+  the model's variables selected by ``wrt`` (default all ``nnx.Param`` s;
+  other state, such as BatchNorm statistics, follows the forward pass) and
+  applies ``tx`` through ``nnx.Optimizer``. The step is one ``nnx.jit``-compiled
+  function, compiled once per ``loss_fn`` and batch shape.
+
+  If ``workdir/checkpoints`` holds a checkpoint, its model and optimizer
+  state are restored and training continues after its step ``s``, asking
+  ``train_batches(s)`` for the batches from there on.
+
+  Config fields read (besides what it writes to ``config.json``):
+    seed: the per-step key's seed.
+    log_every: log averaged train metrics every this many steps.
+    eval_every: run ``eval_fn`` every this many steps (0: only at the end);
+      eval steps are logged too.
+    checkpoint_every: save every this many steps; the last step is always
+      saved.
+    keep_checkpoints: how many of the latest checkpoints to keep.
+    progress_bar: show a tqdm bar (only when stderr is a terminal).
+    stop_after_steps (optional): stop once this global step is reached, as if
+      the run were interrupted there (no extra checkpoint, no final eval).
+      The schedule still spans ``num_steps``. 0 or None: run to the end.
+
+  Args:
+    model: the model to train, modified in place.
+    tx: the Optax transformation; its schedule must count optimizer steps.
+    loss_fn: ``loss_fn(model, batch, rng) -> (loss, metrics)``: a scalar
+      loss and a dict of scalar metrics to average and log. Static under jit
+      (hashable; pass the same function object on each call to reuse the
+      compiled step).
+    train_batches: ``train_batches(num_done)`` returns an iterator of the
+      batches after the first ``num_done`` ones (its i-th item, from 0, is
+      the batch of step ``num_done + 1 + i``); it must give the same batches
+      whatever ``num_done`` it starts from.
+    num_steps: total optimizer steps of the run, resumed or not.
+    workdir: where config, metrics and checkpoints go.
+    config: the run's config.
+    eval_fn: ``eval_fn(model) -> {name: float}``, called at eval steps and at
+      the end; its results join that step's metrics record as returned (name
+      them apart from the train metrics, e.g. ``test_accuracy``).
+    learning_rate_fn: the schedule, to log the learning rate of each step.
+    wrt: which variables to train (an NNX filter, e.g. ``nnx.All(nnx.Param,
+      nnx.PathContains("encoder"))`` to leave a frozen sub-model alone); the
+      rest is neither differentiated nor decayed.
+
+  Returns:
+    A :class:`TrainResult`.
+
+  Raises:
+    NonFiniteLossError: the loss became NaN or inf. No checkpoint holds that
+      state; pending saves of earlier, finite states are completed.
+  """
+  if num_steps < 1:
+    raise ValueError(f"num_steps must be >= 1, got {num_steps}.")
+  for name in ("log_every", "checkpoint_every", "keep_checkpoints"):
+    if config[name] < 1:
+      raise ValueError(f"config.{name} must be >= 1, got {config[name]}.")
+  workdir = pathlib.Path(workdir).absolute()
+  workdir.mkdir(parents=True, exist_ok=True)
+  (workdir / CONFIG_FILE).write_text(config.to_json(indent=2, sort_keys=True) + "\n")
+  metrics_path = workdir / METRICS_FILE
+
+  optimizer = nnx.Optimizer(model, tx, wrt=wrt)
+  manager = checkpoints.manager(workdir, keep=config.keep_checkpoints)
+  start_step = manager.latest_step() or 0
+  if start_step > num_steps:
+    raise ValueError(
+        f"{workdir / CHECKPOINT_DIR} holds step {start_step}, beyond num_steps={num_steps}: "
+        "use a fresh workdir or a larger num_steps."
+    )
+  if start_step:
+    # The newest step whose arrays match their checksums (jaxcoded.integrity); damaged
+    # newer steps are skipped with a warning naming them, and moved to <step>.damaged.
+    try:
+      start_step = checkpoints.restore_latest_train_state(manager, model, optimizer)
+    except Exception:
+      manager.close()
+      raise
+    logging.info("Resumed from %s at step %d.", workdir / CHECKPOINT_DIR, start_step)
+  _truncate_metrics(metrics_path, start_step)
+
+  stop_step = max(start_step, min(config.get("stop_after_steps") or num_steps, num_steps))
+  key = jax.random.key(config.seed)
+  eval_every = config.eval_every
+  saved_step = start_step or None
+  last_finite = None
+  sums, count = {}, 0
+  record = {}
+  tick = time.perf_counter()
+  show_bar = bool(config.progress_bar) and sys.stderr.isatty()
+  bar = tqdm.tqdm(
+      total=num_steps, initial=start_step, disable=not show_bar, desc="train", unit="step"
+  )
+  batches = train_batches(start_step)
+  try:
+    for step in range(start_step + 1, stop_step + 1):
+      batch = next(batches)
+      rng = jax.random.fold_in(key, step)
+      metrics = _jit_train_step(model, optimizer, batch, rng, loss_fn=loss_fn)
+      metrics = jax.device_get(metrics)
+      _check_finite(float(metrics["loss"]), step, last_finite, saved_step)
+      last_finite = (step, float(metrics["loss"]))
+      for name, value in metrics.items():
+        sums[name] = sums.get(name, 0.0) + float(value)
+      count += 1
+      bar.update()
+
+      eval_now = eval_fn is not None and (
+          step == num_steps or (eval_every and step % eval_every == 0)
+      )
+      if eval_now or step % config.log_every == 0 or step == num_steps:
+        now = time.perf_counter()
+        record = {"step": step, **{name: total / count for name, total in sums.items()}}
+        if learning_rate_fn is not None:  # The optimizer counts from 0.
+          record["learning_rate"] = float(learning_rate_fn(step - 1))
+        record["steps_per_second"] = count / (now - tick)
+        if eval_now:
+          record.update(eval_fn(model))
+        with metrics_path.open("a") as f:
+          f.write(json.dumps(record) + "\n")
+        shown = ("loss", "accuracy", "test_accuracy")
+        bar.set_postfix({k: f"{v:.4g}" for k, v in record.items() if k in shown})
+        logging.info("%s", " ".join(f"{k}={v:.6g}" for k, v in record.items()))
+        sums, count = {}, 0
+        tick = time.perf_counter()
+
+      if step % config.checkpoint_every == 0 or step == num_steps:
+        checkpoints.save_train_state(manager, step, model, optimizer)
+        saved_step = step
+  finally:
+    bar.close()
+    manager.wait_until_finished()
+    manager.close()
+
+  completed = stop_step == num_steps
+  final_metrics = {}
+  if completed:
+    if start_step == num_steps:  # Finished earlier: report its last record again.
+      records = read_metrics(workdir) if metrics_path.exists() else []
+      if records and records[-1]["step"] == num_steps:
+        record = records[-1]
+      else:
+        record = {"step": num_steps, **(eval_fn(model) if eval_fn is not None else {})}
+    final_metrics = dict(record)
+    (workdir / FINAL_METRICS_FILE).write_text(json.dumps(final_metrics, indent=2) + "\n")
+  return TrainResult(model=model, step=stop_step, completed=completed, final_metrics=final_metrics)
+
+
+# ---------------------------------------------------------------------------
+# Base classifiers.
+
+
+def read_metrics(workdir: str | os.PathLike) -> list[dict[str, float]]:
+  """The records of ``metrics.jsonl`` in a workdir, in order.
+
+  A last line cut short by a kill during its write is dropped with a warning
+  (``integrity.read_jsonl``).
+  """
+  return integrity.read_jsonl(pathlib.Path(workdir) / METRICS_FILE)
+
+
+def is_finished(workdir: str | os.PathLike) -> bool:
+  """Whether a training run in ``workdir`` reached its last step (any task)."""
+  return (pathlib.Path(workdir) / FINAL_METRICS_FILE).exists()
