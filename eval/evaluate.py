@@ -37,6 +37,7 @@ def main(argv):
     raise app.UsageError(f"Unexpected arguments: {' '.join(argv[1:])}")
   if _DISTRIBUTED.value:
     jax.distributed.initialize()  # coordinator from the environment (SLURM, TPU, JAX_*)
+  comparison.check_config(_CONFIG.value)  # before anything is written
   logs.to_file(_WORKDIR.value, _VERBOSE.value)
   comparison.run_comparison(_CONFIG.value, _WORKDIR.value, progress=_PROGRESS.value)
   print((pathlib.Path(_WORKDIR.value) / "results.md").read_text())

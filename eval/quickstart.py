@@ -41,6 +41,7 @@ def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"Unexpected arguments: {' '.join(argv[1:])}")
   workdir = pathlib.Path(_WORKDIR.value)
+  comparison.check_config(_CONFIG.value)  # before anything is written
   log_file = logs.to_file(workdir, _VERBOSE.value)
   results = comparison.run_comparison(_CONFIG.value, workdir, progress=_PROGRESS.value)
   print()

@@ -33,6 +33,7 @@ Example:
   >>> state = {"w": np.arange(3.0)}
   >>> _ = integrity.write_manifest(step_dir, {"model": integrity.tree_digests(state)})
   >>> integrity.verify(step_dir, {"model": state})
+  True
   >>> integrity.verify(step_dir, {"model": {"w": np.array([0.0, 1.0, 2.5])}})
   Traceback (most recent call last):
   ...
@@ -277,8 +278,8 @@ class CheckedCheckpointManager(ocp.CheckpointManager):
   """
 
   def __init__(self, *args, **kwargs):
-    super().__init__(*args, **kwargs)
     self._pending_manifest: tuple[int, dict[str, dict[str, Digest]]] | None = None
+    super().__init__(*args, **kwargs)
 
   def save(self, step: int, *args, **kwargs) -> bool:
     save_args = kwargs.get("args")
@@ -297,7 +298,7 @@ class CheckedCheckpointManager(ocp.CheckpointManager):
     return bool(getattr(self._options, "enable_async_checkpointing", True))
 
   def _write_pending_manifest(self) -> None:
-    if self._pending_manifest is None:
+    if getattr(self, "_pending_manifest", None) is None:
       return
     step, digests = self._pending_manifest
     self._pending_manifest = None

@@ -213,8 +213,7 @@ SCHEME_CALLS = {
         r"queries must be real numbers \(a float array.*got dtype <U1"),
     "outputs of another N": (
         lambda c: c.decode(jnp.ones((3, 2)), jnp.ones(4, bool)),
-        r"matrix of shape \(3, 4\) cannot act on values of shape \(3, 2\); the matrix's last axis "
-        r"must match the values' leading axis"),
+        r"BerrutCode: outputs have shape \(3, 2\), expected \(4, \.\.\.\): one row per worker"),
     "pipeline with a bad mask": (
         lambda c: c(LINEAR, jnp.eye(2), jnp.ones((3, 2)), jnp.ones(4, np.int32)),
         r"mask must be boolean, got int32"),
@@ -234,7 +233,8 @@ def test_replication_outputs_of_another_n():
 
 def test_parm_without_its_parity_model():
   code = schemes.ParityCode.create(3)
-  _raises(ValueError, r"pass parity_fn= and parity_params=", code, LINEAR, jnp.eye(2),
+  _raises(ValueError, r"ParityCode runs two functions: .*Deployment\.parity", code, LINEAR,
+          jnp.eye(2),
           jnp.ones((3, 2)), jnp.ones(4, bool))
 
 
@@ -283,11 +283,12 @@ POLYNOMIAL_CALLS = {
         lambda c: _reassembled(c, 6, num_adversaries=-1),
         r"PolynomialCode: the number of adversaries E must be an integer >= 0, got -1"),
     "images of another shape": (
-        lambda c: c(jnp.ones((4, 7, 7, 1)), jnp.ones(6, bool)),
+        lambda c: deployment.Deployment.learned("c", c)(jnp.ones((4, 7, 7, 1)), jnp.ones(6, bool)),
         r"CoefficientEncoder: expected queries of shape \(4, 8, 8, 1\), got \(4, 7, 7, 1\)"),
     "unknown system design": (
-        lambda c: c(jnp.ones((4, 8, 8, 1)), jnp.ones(6, bool), design="C"),
-        r"Unknown system design 'C'; use 'A' \(master encodes\) or 'B' \(workers encode\)"),
+        lambda c: deployment.Deployment.learned("c", c, design="C"),
+        r"Deployment 'c': unknown system design 'C'; use 'A' \(master encodes\) or 'B' "
+        r"\(workers encode\)"),
     "redeployed on too few workers": (
         lambda c: c.with_worker_points(jnp.array([0.5, 0.9])),
         r"N = 2 workers cannot reach the recovery threshold R = de \* dh \+ 1 = 1 \* 2 \+ 1 = 3"),
@@ -317,7 +318,7 @@ def served(berrut):
 
 
 EVERYONE = jnp.ones(4, bool)
-GOOD = np.arange(6.0).reshape(3, 2)
+GOOD = np.arange(6.0).reshape(3, 2) / 3 - 0.8  # inside the normalised-image range
 
 
 def _poisoned(row, column, value):
@@ -343,6 +344,13 @@ DEPLOYMENT_QUERIES = {
         lambda: GOOD[:2], r"images must have shape \(3, \.\.\.\), got \(2, 2\)"),
     "a scalar": (
         lambda: np.float32(1.0), r"images must be a batch of shape \(3, \.\.\.\), got a scalar"),
+    "raw pixels among normalised queries": (
+        lambda: _poisoned(1, 0, 255.0),
+        r"Deployment 'Berrut': query 1 has values in \[.*255\], outside the expected range "
+        r"\[-1\.994, 2\.826\] of images normalised as data\.load returns them"),
+    "uint8 images": (
+        lambda: np.zeros((3, 2), np.uint8),
+        r"images must be a floating-point array .*got dtype uint8"),
     "image shape the workers cannot take": (
         lambda: np.ones((3, 3)),
         r"queries of shape \(3, 3\) do not fit its encoder or worker tasks; pass K = 3 images "
@@ -644,7 +652,7 @@ CONFIGS = {
              r"config\.stragglers must be integers >= 0, got \[\]"),
     "no schemes": (_no_schemes, r"config\.schemes is empty: nothing to compare"),
     "unknown kind": (lambda: _set("LCC", "kind", "fountain"),
-                     r"Scheme 'LCC': kind must be one of \('uncoded', .*got 'fountain'"),
+                     r"Scheme 'LCC': kind must be one of \(.*'uncoded'.*\), got 'fountain'"),
     "byzantine without E": (lambda: _set("Byzantine", "num_adversaries", 0),
                             r"Scheme 'Byzantine': byzantine_berrut needs num_adversaries >= 1"),
     "unknown adversary": (lambda: _set("Byzantine", "adversary", "evil"),
@@ -666,7 +674,7 @@ def test_bad_comparison_config(make, match):
 
 
 def test_add_scheme_unknown_kind():
-  _raises(ValueError, r"add_scheme\('x'\): kind must be one of \('uncoded', .*got 'fountain'",
+  _raises(ValueError, r"add_scheme\('x'\): kind must be one of \(.*'uncoded'.*\), got 'fountain'",
           comparison.add_scheme, _comparison(), "x", "fountain")
 
 

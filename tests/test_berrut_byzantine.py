@@ -153,14 +153,25 @@ def test_nan_stragglers_and_nan_adversaries(rng):
   np.testing.assert_array_equal(clean_located, dirty_located)
   np.testing.assert_array_equal(clean.values, dirty.values)
   assert np.all(np.isfinite(dirty.values))
-  # An adversary that sends NaN or inf is located like any other.
-  for bad_value in (np.nan, np.inf, 1e30):
+  # A large finite lie is located like any other adversary.
+  corrupted = poisoned.copy()
+  corrupted[4] = 1e30
+  decoded, located = decode(jnp.asarray(corrupted), jnp.asarray(mask))
+  np.testing.assert_array_equal(np.flatnonzero(located), [4])
+  expected = code.berrut_decode(outputs, jnp.asarray(mask & (np.arange(code.num_workers) != 4)))
+  np.testing.assert_allclose(decoded.values, expected.values, rtol=1e-12, atol=1e-12)
+  # NaN or inf is an erasure, as in every decoder: that worker straggles (reported as
+  # rejected), and the locator still spends its E on the rest (the NaN worker may be a
+  # broken honest one while the adversary hides elsewhere).
+  without_4 = jnp.asarray(mask & (np.arange(code.num_workers) != 4))
+  for bad_value in (np.nan, np.inf):
     corrupted = poisoned.copy()
     corrupted[4] = bad_value
     decoded, located = decode(jnp.asarray(corrupted), jnp.asarray(mask))
-    np.testing.assert_array_equal(np.flatnonzero(located), [4])
-    expected = code.berrut_decode(outputs, jnp.asarray(mask & (np.arange(code.num_workers) != 4)))
-    np.testing.assert_allclose(decoded.values, expected.values, rtol=1e-12, atol=1e-12)
+    assert bool(located[4])
+    as_straggler, located_rest = decode(jnp.where(without_4[:, None], outputs, 0.0), without_4)
+    np.testing.assert_allclose(decoded.values, as_straggler.values, rtol=1e-12, atol=1e-12)
+    np.testing.assert_array_equal(located, located_rest.at[4].set(True))
 
 
 def test_too_few_outputs_answer_nothing(rng):

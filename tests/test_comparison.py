@@ -14,7 +14,7 @@ import pytest
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
 
 from configs import digits  # noqa: E402
-from jaxcoded import comparison, deployment, schemes, workers  # noqa: E402
+from jaxcoded import comparison, deployment, schemes, stragglers, workers  # noqa: E402
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
@@ -57,7 +57,7 @@ def _reference_metrics(served, fn, params, groups, labels, masks):
 def test_evaluate_deployment_matches_plain_loops(rng, make_scheme):
   scheme = make_scheme()
   fn, params = _linear_classifier(rng, 6)
-  served = deployment.Deployment.homogeneous("s", scheme, fn, params)
+  served = deployment.Deployment.homogeneous("s", scheme, fn, params, query_range=None)
   groups = jnp.asarray(rng.normal(size=(7, 3, 2, 3)), jnp.float32)
   labels = rng.integers(0, 5, size=(7, 3))
   base_pred = jax.vmap(jax.vmap(lambda x: fn(params, x)))(groups).argmax(-1)
@@ -87,7 +87,7 @@ def test_mask_bank_shares_arrays_and_switches_to_random():
   assert comparison.fingerprint(big) == comparison.fingerprint(again)
   other = comparison.MaskBank(seed=4, num_random=10, exhaustive_limit=20).masks(12, 3)
   assert comparison.fingerprint(other) != comparison.fingerprint(big)
-  deadline = bank.deadline_masks(8, 50, shift=1.0, rate=1.0, deadline=1.5)
+  deadline = bank.deadline_masks(8, 50, stragglers.ShiftedExponential(shift=1.0, rate=1.0), 1.5)
   assert deadline.shape == (50, 8) and 0 < deadline.mean() < 1
   with pytest.raises(ValueError, match="stragglers"):
     bank.masks(4, 5)

@@ -114,6 +114,15 @@ def test_garbage_collection_removes_manifests_with_their_steps(tmp_path):
   assert all((tmp_path / s / integrity.MANIFEST_FILE).exists() for s in ("2", "3"))
 
 
+def test_synchronous_saves_write_their_manifest_at_once(tmp_path):
+  model, optimizer = _model_and_optimizer()
+  options = ocp.CheckpointManagerOptions(enable_async_checkpointing=False)
+  manager = integrity.CheckedCheckpointManager(tmp_path, options=options)
+  manager.save(1, args=_save_args(model, optimizer))
+  assert (tmp_path / "1" / integrity.MANIFEST_FILE).exists()  # before any wait or close
+  manager.close()
+
+
 @pytest.mark.parametrize("fraction", [0.25, 0.5, 0.75])
 def test_one_flipped_bit_in_the_model_data_is_detected(saved, tmp_path, fraction):
   root, states = _copy(saved, tmp_path)

@@ -199,20 +199,14 @@ def test_given_points_that_collide_only_in_float32_name_the_dtype():
 # ---------------------------------------------------------------------------
 # Item 6: integer sizes (numpy integers accepted; bools and floats refused).
 
-def _not_yet(module):
-  return pytest.mark.xfail(strict=True, reason=f"{module} checks this size with isinstance(int); "
-                           "route it through validation.check_integer")
-
-
 NUMPY_SIZES = [  # (K, S) as numpy integers, and the same sizes as Python ints
     pytest.param(lambda k, s: schemes.BerrutCode.create(k, s), id="BerrutCode"),
     pytest.param(lambda k, s: schemes.LagrangeCode.create(k, s, np.int64(2)), id="LagrangeCode"),
     pytest.param(lambda k, s: schemes.Replication.create(k, s), id="Replication"),
     pytest.param(lambda k, s: schemes.Uncoded.create(k), id="Uncoded"),
-    pytest.param(lambda k, s: schemes.ParityCode.create(k, s), id="ParityCode r",
-                 marks=_not_yet("schemes/parm.py")),
+    pytest.param(lambda k, s: schemes.ParityCode.create(k, s), id="ParityCode r"),
     pytest.param(lambda k, s: schemes.ByzantineBerrutCode.create(k, s, np.int64(1)),
-                 id="ByzantineBerrutCode E", marks=_not_yet("schemes/berrut_byzantine.py")),
+                 id="ByzantineBerrutCode E"),
 ]
 
 

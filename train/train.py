@@ -35,8 +35,12 @@ def main(argv):
     raise app.UsageError(f"Unexpected arguments: {' '.join(argv[1:])}")
   if _DISTRIBUTED.value:
     jax.distributed.initialize()  # coordinator from the environment (SLURM, TPU, JAX_*)
+  config = _CONFIG.value
+  task = config.get("task", "classifier")
+  if task not in training.TASKS:
+    raise app.UsageError(f"config.task must be 'classifier', 'parity' or 'coder', got {task!r}.")
   logs.to_file(_WORKDIR.value, _VERBOSE.value)
-  result = training.train(_CONFIG.value, _WORKDIR.value)
+  result = training.train(config, _WORKDIR.value)
   if result.report:  # a learned code's evaluation: the load table and accuracies by S
     report = dict(result.report)
     print(report.pop("load_table", ""))

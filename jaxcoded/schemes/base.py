@@ -218,37 +218,28 @@ class Scheme(abc.ABC):
     worker counts as a straggler for this group, so the decoder answers only
     what it can still guarantee from the rest.
     """
-    returned = self.check_mask(mask)
-    outputs, mask = self._erase(outputs, returned)
-    if self.locates_errors:
-      return self._decode_and_locate(outputs, mask, returned & ~mask)[0]
+    outputs, mask = self._erase(outputs, mask)
     return self._decode(outputs, mask)
 
   def decode_and_locate(self, outputs: ArrayLike, mask: ArrayLike) -> tuple[Decoded, jax.Array]:
     """(Decoded, (N,) bool rejected): decoding that also reports the outputs it dropped.
 
-    Non-finite rows are erased first, as in :meth:`decode`, and count as
-    rejected; schemes with ``locates_errors`` also find wrong finite outputs.
+    Non-finite rows are erased first, as in :meth:`decode` (an erasure is a
+    straggler: a NaN worker may be a broken honest one, so it spends none of a
+    Byzantine code's error budget), and count as rejected; schemes with
+    ``locates_errors`` also find wrong finite outputs among the rest.
     """
     returned = self.check_mask(mask)
     outputs, mask = self._erase(outputs, returned)
-    erased = returned & ~mask
-    decoded, rejected = self._decode_and_locate(outputs, mask, erased)
-    return decoded, rejected | erased  # erased rows are dropped outputs too
+    decoded, rejected = self._decode_and_locate(outputs, mask)
+    return decoded, rejected | (returned & ~mask)  # erased rows are dropped outputs too  # erased rows are dropped outputs too
 
   @abc.abstractmethod
   def _decode(self, outputs: jax.Array, mask: jax.Array) -> Decoded:
     """Decodes finite outputs; rows where ``mask`` is False are zero and must not be read."""
 
-  def _decode_and_locate(
-      self, outputs: jax.Array, mask: jax.Array, erased: jax.Array | None = None
-  ) -> tuple[Decoded, jax.Array]:
-    """(Decoded, located wrong outputs) from finite outputs; ``erased`` rows were non-finite.
-
-    A locating scheme may count an erased row against its error budget (it is
-    a detected error); the default locates nothing.
-    """
-    del erased
+  def _decode_and_locate(self, outputs: jax.Array, mask: jax.Array) -> tuple[Decoded, jax.Array]:
+    """(Decoded, located wrong outputs) from finite outputs; the default locates nothing."""
     return self._decode(outputs, mask), jnp.zeros((self.num_workers,), bool)
 
   def _erase(self, outputs: ArrayLike, mask: ArrayLike) -> tuple[jax.Array, jax.Array]:

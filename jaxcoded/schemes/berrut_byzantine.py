@@ -38,7 +38,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.typing import ArrayLike, DTypeLike
 
-from jaxcoded import interp, linalg, stragglers
+from jaxcoded import interp, linalg, stragglers, validation
 from jaxcoded.schemes import base, points, registry
 
 __all__ = ["ByzantineBerrutCode"]
@@ -90,12 +90,12 @@ class ByzantineBerrutCode(base.Scheme):
   @staticmethod
   def sizes_for(num_queries: int, num_stragglers: int, num_adversaries: int) -> base.SchemeSizes:
     """ApproxIFER's sizes: N = 2K + S + 2E - 1, R = 2K + 2E - 1 (adversaries' outputs included)."""
-    base.check_group_sizes(num_queries, num_stragglers)
-    if isinstance(num_adversaries, bool) or not isinstance(num_adversaries, int) or num_adversaries < 1:
-      raise ValueError(
-          f"ByzantineBerrutCode needs E >= 1 adversaries, got E = {num_adversaries!r} "
-          "(for E = 0 use BerrutCode, which needs only N = K + S workers)."
-      )
+    num_queries, num_stragglers = base.check_group_sizes(num_queries, num_stragglers)
+    num_adversaries = validation.check_integer(
+        num_adversaries, "E", 1,
+        message=f"ByzantineBerrutCode needs E >= 1 adversaries, got E = {num_adversaries!r} "
+        "(for E = 0 use BerrutCode, which needs only N = K + S workers).",
+    )
     threshold = 2 * num_queries + 2 * num_adversaries - 1
     return base.SchemeSizes(num_queries, threshold + num_stragglers, threshold)
 
@@ -124,6 +124,7 @@ class ByzantineBerrutCode(base.Scheme):
       search: "exhaustive" or "greedy" (see the module docstring).
     """
     sizes = cls.sizes_for(num_queries, num_stragglers, num_adversaries)
+    num_queries, num_adversaries = int(num_queries), int(num_adversaries)  # validated: static fields
     if search not in SEARCHES:
       raise ValueError(f"ByzantineBerrutCode: search must be one of {SEARCHES}, got {search!r}.")
     a, b = points.resolve_points(
@@ -175,16 +176,12 @@ class ByzantineBerrutCode(base.Scheme):
     design = self.encoding_matrix().astype(jnp.result_type(flat.dtype, self.worker_points.dtype))
     return _residual(design, flat.astype(design.dtype), keep)
 
-  def locate_adversaries(
-      self, outputs: ArrayLike, mask: ArrayLike, erased: ArrayLike | None = None
-  ) -> jax.Array:
+  def locate_adversaries(self, outputs: ArrayLike, mask: ArrayLike) -> jax.Array:
     """The E available workers whose removal makes the rest most consistent.
 
     Args:
       outputs: (N, ...) worker outputs; rows of stragglers are never read.
       mask: (N,) bool, True where the worker returned.
-      erased: (N,) bool, workers already dropped as detected errors (not in
-        ``mask``); each counts as one of the E.
 
     Returns:
       (N,) bool, True for the E located workers (a subset of ``mask``; all of
@@ -199,27 +196,19 @@ class ByzantineBerrutCode(base.Scheme):
     design = self.encoding_matrix().astype(dtype)
     scores_of = jax.vmap(lambda keep: _residual(design, flat, keep))
 
-    erased = jnp.zeros_like(mask) if erased is None else jnp.asarray(erased) & ~mask
     if self.search == "exhaustive":
       # Every set of E workers: the complements of the masks with E stragglers.
       drops = jnp.asarray(~stragglers.all_masks(self.num_workers, self.num_adversaries, MAX_CANDIDATES))
-      # Only available workers are dropped; erased ones (up to E) count among the E.
-      num_erased = jnp.sum(erased)
-      within = ~jnp.any(drops & ~(mask | erased)[None, :], axis=1)
-      covers = ~jnp.any(erased[None, :] & ~drops, axis=1)
-      only_available = ~jnp.any(drops & ~mask[None, :], axis=1)
-      valid = jnp.where(num_erased <= self.num_adversaries, within & covers, only_available)
+      valid = ~jnp.any(drops & ~mask[None, :], axis=1)  # only available workers are dropped
       scores = jnp.where(valid, scores_of(mask[None, :] & ~drops), jnp.inf)
       return jnp.where(jnp.any(valid), drops[jnp.argmin(scores)] & mask, mask)
 
     keep = mask
     drop_one = ~jnp.eye(self.num_workers, dtype=bool)
-    num_erased = jnp.sum(erased)
-    for i in range(self.num_adversaries):
+    for _ in range(self.num_adversaries):
       candidates = keep[None, :] & drop_one
       scores = jnp.where(keep, scores_of(candidates), jnp.inf)
-      drop = jnp.any(keep) & (i >= num_erased)
-      keep = jnp.where(drop, candidates[jnp.argmin(scores)], keep)
+      keep = jnp.where(jnp.any(keep), candidates[jnp.argmin(scores)], keep)
     return mask & ~keep
 
   def berrut_decode(self, outputs: ArrayLike, trusted: ArrayLike) -> base.Decoded:
@@ -242,16 +231,12 @@ class ByzantineBerrutCode(base.Scheme):
     return True
 
   def _decode_and_locate(
-      self, outputs: ArrayLike, mask: ArrayLike, erased: ArrayLike | None = None
+      self, outputs: ArrayLike, mask: ArrayLike
   ) -> tuple[base.Decoded, jax.Array]:
-    """``decode`` that also returns the (N,) bool mask of located adversaries.
-
-    Erased (non-finite) outputs are detected errors: each one spends one of
-    the E the locator may drop, so no honest output is dropped in its place.
-    """
+    """``decode`` that also returns the (N,) bool mask of located adversaries."""
     self.check_mask(mask)
     mask = jnp.asarray(mask)
-    located = self.locate_adversaries(outputs, mask, erased)
+    located = self.locate_adversaries(outputs, mask)
     decoded = self.berrut_decode(outputs, mask & ~located)
     enough = jnp.sum(mask) >= self.min_available
     values = jnp.where(enough, decoded.values, jnp.zeros((), decoded.values.dtype))

@@ -182,7 +182,7 @@ class LagrangeCode(base.Scheme):
     )
 
   def _decode_and_locate(
-      self, outputs: ArrayLike, mask: ArrayLike, erased: ArrayLike | None = None
+      self, outputs: ArrayLike, mask: ArrayLike
   ) -> tuple[base.Decoded, jax.Array]:
     """``robust_decode`` as (Decoded((K, ...), (K,) answered), (N,) bool rejected outputs)."""
     result = self.robust_decode(outputs, mask)

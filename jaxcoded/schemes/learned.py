@@ -42,7 +42,7 @@ import numpy as np
 from flax import nnx
 from jax.typing import ArrayLike
 
-from jaxcoded import coders, interp, robust
+from jaxcoded import coders, interp, robust, validation
 from jaxcoded.schemes import base, points, registry
 
 __all__ = ["CodePoints", "LearnedLagrangeCode", "PolynomialCode", "trainable"]
@@ -63,10 +63,9 @@ def _default_points(num_queries: int, num_workers: int, data_points, worker_poin
   default_data, default_workers = points.default_points(
       num_queries, num_workers, avoid_midpoints=False
   )
-  a = default_data if data_points is None else jnp.asarray(data_points)
-  b = default_workers if worker_points is None else jnp.asarray(worker_points)
-  points.check_points(a, b, what)
-  return a, b
+  a = default_data if data_points is None else data_points
+  b = default_workers if worker_points is None else worker_points
+  return points.check_points(a, b, what)
 
 
 def _masked_fit_decode(
@@ -173,12 +172,12 @@ class PolynomialCode(nnx.Module, base.Scheme):
           "PolynomialCode: the worker network must declare its polynomial degree "
           "(build it from coders.PolySequential blocks)."
       )
-    points.check_points(data_points, worker_points, "PolynomialCode")
+    data_points, worker_points = points.check_points(data_points, worker_points, "PolynomialCode")
     self.encoder = encoder
     self.worker = worker
     self.head = head
-    self.data_points = CodePoints(jnp.asarray(data_points))
-    self.worker_points = CodePoints(jnp.asarray(worker_points))
+    self.data_points = CodePoints(data_points)
+    self.worker_points = CodePoints(worker_points)
     robust.check_num_errors(num_adversaries, "PolynomialCode")
     self.num_adversaries = num_adversaries
     if self.num_workers < self.recovery_threshold:
@@ -374,7 +373,7 @@ class PolynomialCode(nnx.Module, base.Scheme):
     return fit._replace(values=jnp.where(fit.answered, logits, jnp.zeros((), logits.dtype)))
 
   def _decode_and_locate(
-      self, outputs: ArrayLike, mask: ArrayLike, erased: ArrayLike | None = None
+      self, outputs: ArrayLike, mask: ArrayLike
   ) -> tuple[base.Decoded, jax.Array]:
     """``robust_decode`` as (Decoded((K, C) logits, (K,) answered), (N,) bool rejected outputs)."""
     result = self.robust_decode(outputs, mask)
@@ -403,11 +402,12 @@ class LearnedLagrangeCode(nnx.Module, base.Scheme):
       worker_points: ArrayLike,
       fit_degree: int,
   ):
-    points.check_points(data_points, worker_points, "LearnedLagrangeCode")
-    if not isinstance(fit_degree, int) or fit_degree < 0:
-      raise ValueError(
-          f"LearnedLagrangeCode: fit_degree must be an integer >= 0, got {fit_degree!r}."
-      )
+    data_points, worker_points = points.check_points(
+        data_points, worker_points, "LearnedLagrangeCode")
+    fit_degree = validation.check_integer(
+        fit_degree, "fit_degree", 0,
+        message=f"LearnedLagrangeCode: fit_degree must be an integer >= 0, got {fit_degree!r}.",
+    )
     if np.shape(worker_points)[0] < fit_degree + 1:
       raise ValueError(
           f"LearnedLagrangeCode: a degree-{fit_degree} fit needs N >= {fit_degree + 1} workers, "
@@ -416,8 +416,8 @@ class LearnedLagrangeCode(nnx.Module, base.Scheme):
     self.encoder = encoder
     self.classifier = classifier
     self.head = head
-    self.data_points = CodePoints(jnp.asarray(data_points))
-    self.worker_points = CodePoints(jnp.asarray(worker_points))
+    self.data_points = CodePoints(data_points)
+    self.worker_points = CodePoints(worker_points)
     self.fit_degree = fit_degree
 
   @classmethod

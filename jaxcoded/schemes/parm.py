@@ -50,6 +50,7 @@ import jax.numpy as jnp
 from jax.typing import ArrayLike
 
 from jaxcoded import queries as queries_lib
+from jaxcoded import validation
 from jaxcoded.schemes import base, registry
 
 __all__ = ["ParityCode"]
@@ -91,7 +92,7 @@ class ParityCode(base.Scheme):
     Returns:
       SchemeSizes(K, K + 1, K).
     """
-    base.check_group_sizes(num_queries, num_stragglers)
+    num_queries, num_stragglers = base.check_group_sizes(num_queries, num_stragglers)
     if num_stragglers != 1:
       raise ValueError(
           f"ParityCode implements r = 1 parity worker, which tolerates exactly S = 1 straggler; "
@@ -108,10 +109,12 @@ class ParityCode(base.Scheme):
       num_queries: K >= 1.
       num_parities: r; must be 1 (the only setting implemented).
     """
-    if not isinstance(num_parities, int) or num_parities < 1:
-      raise ValueError(f"ParityCode needs r >= 1 parity workers, got r = {num_parities!r}.")
-    cls.sizes_for(num_queries, num_parities)
-    return cls(group_size=num_queries, num_parities=num_parities)
+    num_parities = validation.check_integer(
+        num_parities, "r", 1,
+        message=f"ParityCode needs r >= 1 parity workers, got r = {num_parities!r}.",
+    )
+    sizes = cls.sizes_for(num_queries, num_parities)
+    return cls(group_size=int(sizes.num_queries), num_parities=num_parities)
 
   @property
   def sizes(self) -> base.SchemeSizes:

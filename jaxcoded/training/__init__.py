@@ -36,6 +36,7 @@ from jaxcoded.training.classifier import (
     evaluate,
 )
 from jaxcoded.training.loop import (
+    CHECKPOINT_DIR,
     CONFIG_FILE,
     FINAL_METRICS_FILE,
     METRICS_FILE,
@@ -48,6 +49,7 @@ from jaxcoded.training.loop import (
 from jaxcoded.training.optimizers import make_optimizer, make_schedule
 
 __all__ = [
+    "CHECKPOINT_DIR",
     "CONFIG_FILE",
     "FINAL_METRICS_FILE",
     "METRICS_FILE",
