@@ -19,8 +19,9 @@
 #
 # Full mode uses the Fashion-MNIST comparison (configs/eval_fmnist.py:k8; DATA_DIR names the
 # folder of its files, else the default places of jaxcoded.data) and falls back to the digits
-# comparison, saying so, when Fashion-MNIST cannot be loaded. --smoke uses configs/eval_digits.py
-# with tiny step counts. Every phase runs under `timeout`, so the whole script ends in time even
+# comparison, saying so, when Fashion-MNIST cannot be loaded; BASE_STEPS, LEARNED_STEPS,
+# PART_STEPS, NUM_GROUPS and MASKS override its sizes. --smoke uses configs/eval_digits.py with
+# tiny step counts. Every phase runs under `timeout`, so the whole script ends in time even
 # if one hangs; a failed phase is reported in the table and makes the exit status 1.
 # Writes OUTDIR/device_check.md (default /tmp/jaxcoded-device-check) and prints it.
 set -uo pipefail
@@ -77,12 +78,15 @@ fi
 # -- The bounded configs: derived from the comparison's own config ----------------------------
 if [ "$MODE" = smoke ]; then
   EVAL_MODULE=eval_digits; VARIANT=None
-  BASE_STEPS=30; LEARNED_STEPS=20; PART_STEPS=10; GROUPS=6; MASKS=3
-  STRAGGLERS="(0, 1)"; ONE_LEARNED=True  # fewer compilations: S = 0, 1 and one learned code
+  BASE_STEPS=30; LEARNED_STEPS=20; PART_STEPS=10; NUM_GROUPS=6; MASKS=3
+  # Fewer compilations: S = 0, 1 and the first scheme of each kind below (one learned code).
+  STRAGGLERS="(0, 1)"; KINDS='("uncoded", "berrut", "parm", "learned")'
   BASE_T=90; LEARNED_T=90; EVAL_T=150
 else
-  BASE_STEPS=1000; LEARNED_STEPS=500; PART_STEPS=200; GROUPS=250; MASKS=8
-  STRAGGLERS=None; ONE_LEARNED=False
+  # The sizes can be overridden from the environment (e.g. a longer run on a fast device).
+  BASE_STEPS=${BASE_STEPS:-1000}; LEARNED_STEPS=${LEARNED_STEPS:-500}; PART_STEPS=${PART_STEPS:-200}
+  NUM_GROUPS=${NUM_GROUPS:-250}; MASKS=${MASKS:-8}
+  STRAGGLERS=None; KINDS=None
   BASE_T=110; LEARNED_T=110; EVAL_T=170
   if "$PYTHON" -c "
 import os
@@ -104,6 +108,8 @@ import ml_collections
 from configs import $EVAL_MODULE
 
 OUT = "$OUT"
+STRAGGLERS = $STRAGGLERS  # None: the comparison's own
+KINDS = $KINDS  # None: every scheme; else the first scheme of each of these kinds
 
 
 def _shrink(config, steps, final_eval=False):
@@ -126,18 +132,23 @@ def _eval():
     config.data_dir = os.environ["DATA_DIR"]
   _shrink(config.base, $BASE_STEPS, final_eval=True)
   config.base_workdir = OUT + "/base"
-  config.max_groups = $GROUPS
+  config.max_groups = $NUM_GROUPS
   config.mesh_devices = $MESH
   config.masks.num_random = $MASKS
   config.masks.exhaustive_limit = $MASKS
   config.masks.deadline.num_masks = $MASKS
-  if $STRAGGLERS is not None:
-    config.stragglers = $STRAGGLERS
-  learned = sorted((name for name, entry in config.schemes.items() if entry.kind == "learned"),
-                   key=lambda name: config.schemes[name].position)
-  if $ONE_LEARNED:
-    for name in learned[1:]:
-      del config.schemes[name]
+  if STRAGGLERS is not None:
+    config.stragglers = STRAGGLERS
+  ordered = sorted(config.schemes, key=lambda name: config.schemes[name].position)
+  if KINDS is not None:
+    firsts = {}
+    for name in ordered:
+      firsts.setdefault(config.schemes[name].kind, name)
+    for name in ordered:
+      if firsts.get(config.schemes[name].kind) != name or config.schemes[name].kind not in KINDS:
+        del config.schemes[name]
+  learned = [name for name in ordered if name in config.schemes
+             and config.schemes[name].kind == "learned"]
   for name, entry in config.schemes.items():
     if entry.get("config") is not None:
       _shrink(entry.config, $PART_STEPS)

@@ -74,6 +74,8 @@ def get_config(variant: str | None = None) -> ml_collections.ConfigDict:
   _add(config, "replication", "replication")
   _add(config, "LCC (d=1)", "lcc", degree=1)
   _add(config, "Berrut", "berrut")
+  # LeTCC's smoothing splines, at the smoothing fitted on Fashion-MNIST (docs/spline.md).
+  _add(config, "spline (LeTCC)", "spline", encoder_smoothing=1e-4, decoder_smoothing=1e-4)
   _add(config, "Berrut, 1 Byzantine", "byzantine_berrut", num_adversaries=1, adversary="random")
   _add(config, "ParM", "parm", config=parity, workdir="")
   _add(config, "learned (R=3)", "learned", config=code_r3, workdir="")

@@ -23,7 +23,7 @@ import ml_collections
 
 from configs import coder_fmnist_k8, coder_fmnist_k8_lagrange, coder_fmnist_k12
 from configs import fashion_mnist_lenet, parm_fmnist
-from jaxcoded.harness import add_scheme
+from jaxcoded.comparison import add_scheme
 
 _CODES = {8: coder_fmnist_k8, 12: coder_fmnist_k12}
 
@@ -82,6 +82,8 @@ def get_config(variant: str | None = None) -> ml_collections.ConfigDict:
   add_scheme(config, "replication", "replication")
   add_scheme(config, "LCC (d=1)", "lcc", degree=1)
   add_scheme(config, "Berrut", "berrut")
+  # LeTCC's smoothing splines, smoothing fitted on held-out train images (docs/spline.md).
+  add_scheme(config, "spline (LeTCC)", "spline", encoder_smoothing=1e-4, decoder_smoothing=1e-4)
   add_scheme(config, "Berrut, 1 Byzantine", "byzantine_berrut", num_adversaries=1,
              adversary="random")
   add_scheme(config, "ParM", "parm", config=parity, workdir="")

@@ -606,7 +606,7 @@ def smoothing_spline_matrix(
     >>> from jaxcoded import interp
     >>> x = jnp.array([-1.0, -0.5, 0.0, 0.5, 1.0])
     >>> m = interp.smoothing_spline_matrix(x, jnp.array([0.25]), 0.0)
-    >>> round(float(m @ (2 * x + 1)), 6)  # lines are reproduced
+    >>> round(float((m @ (2 * x + 1))[0]), 6)  # lines are reproduced
     1.5
 
   References:

@@ -265,3 +265,61 @@ def test_trained_part_for_another_k_is_refused(tmp_path, digits_comparison):
   comparison.add_scheme(config, "ParM", "parm", config=ml_collections.ConfigDict(), workdir=str(stale))
   with pytest.raises(ValueError, match="K = 8 queries per group"):
     comparison.run_comparison(config, tmp_path / "out", log=lambda _: None, progress=False)
+
+
+def test_compute_per_query_on_hand_computed_cases():
+  # Berrut, K = 4, S = 2, workers = f: 6 f-evaluations for 4 queries, plus the master's share.
+  assert comparison.compute_per_query(4, 6, 1.0, 0.0) == pytest.approx(1.5)
+  assert comparison.compute_per_query(4, 6, 1.0, 0.05) == pytest.approx(1.55)
+  # The README's old headline: N = 11, worker 2.9 f, K = 8, master 5.1%: about 4 f per query.
+  assert comparison.compute_per_query(8, 11, 2.9, 0.051) == pytest.approx(4.0385)
+  # Replication at S = 3: four copies.
+  assert comparison.compute_per_query(8, 32, 1.0, 0.0) == pytest.approx(4.0)
+
+
+def test_node_load_reports_compute_per_query(rng):
+  fn, params = _linear_classifier(rng, 6)
+  served = deployment.Deployment.homogeneous("Berrut", schemes.BerrutCode.create(4, 2), fn, params)
+  base_flops = 2 * 6 * 5  # the linear f's multiply-adds
+  load = comparison.node_load(served, (2, 3), base_flops)
+  assert load["worker_fraction"] == pytest.approx(1.0, rel=0.2)
+  assert load["compute_per_query"] == pytest.approx(
+      6 * load["worker_fraction"] / 4 + load["master_fraction"])
+
+
+def test_a_worker_above_its_budget_is_refused():
+  entry = ml_collections.ConfigDict(dict(kind="learned", worker_budget=1.1, master_budget=0.1))
+  comparison.plan.check_budgets("ok", entry, dict(worker_fraction=1.05, master_fraction=0.05))
+  with pytest.raises(ValueError, match=r"'heavy': the worker's FLOPs per coded input are 2\.900 x "
+                                       r"f's, above its worker_budget of 1\.1"):
+    comparison.plan.check_budgets("heavy", entry, dict(worker_fraction=2.9, master_fraction=0.05))
+  with pytest.raises(ValueError, match="master_budget of 0.1"):
+    comparison.plan.check_budgets("fat", entry, dict(worker_fraction=1.0, master_fraction=0.26))
+
+
+def test_a_learned_code_is_redeployed_at_k_plus_s(rng):
+  """Trained once at N = 6 with R = 3, deployed at N = K + S: the same logits (section 6a)."""
+  from flax import nnx  # pylint: disable=g-import-not-at-top
+  from jaxcoded.schemes import learned, registry  # pylint: disable=g-import-not-at-top
+
+  code = learned.PolynomialCode.create(4, 6, (8, 8, 1), 10, encoder_degree=1,
+                                       worker_features=(4,), worker_out=8, head_hidden=0,
+                                       rngs=nnx.Rngs(0))
+  kind = registry.get("learned")
+  entry = ml_collections.ConfigDict(dict(kind="learned", deploy_at="k_plus_s"))
+  assert kind.sized_for(entry) and not kind.sized_for(ml_collections.ConfigDict(dict(kind="x")))
+  ctx = registry.BuildContext(4, trained=code)
+  queries = jnp.asarray(rng.uniform(-1, 1, size=(4, 8, 8, 1)), jnp.float32)
+  want = deployment.Deployment.learned("at 6", code)(queries, jnp.ones(6, bool)).values
+  for s in (0, 1, 2, 3):
+    scheme, tasks, roles = kind.build(entry, s, ctx)
+    assert scheme.num_workers == 4 + s and scheme.recovery_threshold == 3
+    served = deployment.Deployment("at K + S", scheme, tasks, roles)
+    mask = jnp.arange(4 + s) >= s  # s stragglers
+    np.testing.assert_allclose(served(queries, mask).values, want, rtol=2e-3, atol=2e-3)
+  small = learned.PolynomialCode.create(2, 6, (8, 8, 1), 10, encoder_degree=2,
+                                        worker_features=(4,), worker_out=8, head_hidden=0,
+                                        rngs=nnx.Rngs(0))  # R = 5 > K + S for S < 3
+  assert kind.build(entry, 1, registry.BuildContext(2, trained=small)) is None
+  with pytest.raises(ValueError, match="deploy_at must be"):
+    kind.sized_for(ml_collections.ConfigDict(dict(kind="learned", deploy_at="everywhere")))

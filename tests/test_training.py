@@ -133,7 +133,7 @@ def test_resumed_run_equals_uninterrupted_run(tmp_path, monkeypatch):
     starts.append(start_step)
     return batch_stream(dataset, batch_size, seed=seed, start_step=start_step)
 
-  monkeypatch.setattr(training, "batch_stream", recording_stream)
+  monkeypatch.setattr(training.classifier, "batch_stream", recording_stream)
   workdir = tmp_path / "interrupted"
   stopped = training.train(smoke_config(stop_after_steps=5, **overrides), workdir)
   assert not stopped.completed and stopped.step == 5 and stopped.final_metrics == {}

@@ -1,4 +1,8 @@
-"""Coding schemes behind one interface (docs/design.md section 4)."""
+"""Coding schemes behind one interface (docs/design.md section 4).
+
+Importing a scheme's module registers its kind (``registry.register``): adding
+a fixed scheme is its module plus its import line here.
+"""
 
 from jaxcoded.schemes.base import Decoded, Scheme, SchemeSizes
 from jaxcoded.schemes.berrut import BerrutCode
@@ -7,6 +11,7 @@ from jaxcoded.schemes.lcc import LagrangeCode
 from jaxcoded.schemes.learned import LearnedLagrangeCode, PolynomialCode
 from jaxcoded.schemes.parm import ParityCode
 from jaxcoded.schemes.replication import Replication
+from jaxcoded.schemes.spline import SplineCode, fit_smoothing
 from jaxcoded.schemes.uncoded import Uncoded, majority_class_logits
 
 __all__ = [
@@ -19,7 +24,9 @@ __all__ = [
     "PolynomialCode",
     "Replication",
     "Scheme",
+    "SplineCode",
     "SchemeSizes",
     "Uncoded",
+    "fit_smoothing",
     "majority_class_logits",
 ]

@@ -19,7 +19,8 @@ Requests:
 
 - ``POST /predict`` with ``Content-Type: application/json`` and a body
   ``{"images": [image, ...]}``, each image a nested list of
-  ``input_shape`` numbers or a flat list of ``prod(input_shape)`` numbers; or
+  ``input_shape`` numbers or a flat list of ``prod(input_shape)`` numbers
+  (JSON numbers, integers included, become floats); or
   with ``Content-Type: application/x-npy`` (or ``application/octet-stream``)
   and a ``.npy`` file of shape ``(B, *input_shape)`` (``numpy.save``; no
   pickles). The reply (200) has one entry per image, in order: an answer
@@ -146,14 +147,17 @@ def _check_batch_size(size: int, max_images: int) -> None:
 
 
 def _json_query(item: Any, input_shape: tuple[int, ...]) -> Any:
-  """An array when ``item`` is numbers (a flat list of the right size is reshaped)."""
+  """A float array when ``item`` is numbers (JSON's 0 and 0.0 are the same number; a flat
+  list of the right size is reshaped); anything else as it came, for the service to refuse."""
   try:
     array = np.asarray(item)
   except ValueError:  # Ragged: refused by the service with numpy's message.
     return item
-  if array.dtype.kind in "fiu" and array.shape != tuple(input_shape):
-    if array.ndim == 1 and array.size == math.prod(input_shape):
-      array = array.reshape(input_shape)
+  if array.dtype.kind not in "fiu":
+    return array
+  array = array.astype(np.float64)
+  if array.shape != tuple(input_shape) and array.ndim == 1 and array.size == math.prod(input_shape):
+    array = array.reshape(input_shape)
   return array
 
 
@@ -175,10 +179,12 @@ def error_to_json(query: int, error: BaseException) -> dict[str, Any]:
         timeout_s=error.timeout_s, latency_s=error.latency_s, group=error.group,
         slot=error.slot, attempts=error.attempts,
     )
-  elif isinstance(error, ValueError):
-    detail = dict(type="ValidationError", message=f"query {query}: {error}")
   else:
-    detail = dict(type=type(error).__name__, message=f"query {query}: {error}")
+    message = str(error)
+    if f"query {query}" not in message:  # The message names the query.
+      message = f"query {query}: {message}"
+    kind = "ValidationError" if isinstance(error, ValueError) else type(error).__name__
+    detail = dict(type=kind, message=message)
   return dict(query=query, error=detail)
 
 

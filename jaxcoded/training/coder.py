@@ -37,7 +37,8 @@ import numpy as np
 import optax
 from flax import nnx
 
-from jaxcoded import data, load, models, stragglers, workers
+from jaxcoded import data, deployment, models, stragglers, workers
+from jaxcoded import load as load_lib
 from jaxcoded.schemes import learned
 from jaxcoded.training import checkpoints, classifier, loop
 
@@ -220,9 +221,11 @@ def make_loss_fn(
     images, labels, teacher_logits = batch
     masks = stragglers.dropout_masks(rng, labels.shape[0], code.num_workers, code.recovery_threshold)
     graphdef, state = nnx.split(code)
-    logits = jax.vmap(lambda q, m: nnx.merge(graphdef, state)(q, m, mesh=mesh).values)(
-        images, masks
-    )
+    def group_logits(q, m):  # the one pipeline, as served (training images are in range)
+      served = deployment.Deployment.learned("training", nnx.merge(graphdef, state))
+      return served(q, m, mesh=mesh).values
+
+    logits = jax.vmap(group_logits)(images, masks)
     cross_entropy = optax.softmax_cross_entropy_with_integer_labels(logits, labels).mean()
     loss = cross_entropy
     if distill_weight:
@@ -277,9 +280,9 @@ def train(config: ml_collections.ConfigDict, workdir: str | os.PathLike) -> loop
       config, input_shape, train_ds.num_classes, classifier=base_model,
       rngs=nnx.Rngs(config.seed + 1),
   )
-  loads = [load.code_load(code, design, base_flops) for design in ("A", "B")]
-  load.check_master_budget(loads[0], config.master_budget)
-  load.check_worker_budget(loads[0], config.get("worker_budget"))
+  loads = [load_lib.code_load(code, design, base_flops) for design in ("A", "B")]
+  load_lib.check_master_budget(loads[0], config.master_budget)
+  load_lib.check_worker_budget(loads[0], config.get("worker_budget"))
 
   schedule = optax.warmup_cosine_decay_schedule(
       0.0, config.learning_rate, min(200, config.num_steps // 10 + 1), config.num_steps
@@ -327,7 +330,7 @@ def train(config: ml_collections.ConfigDict, workdir: str | os.PathLike) -> loop
       master_budget_declared=config.master_budget,
       master_fraction={l.design: l.master_fraction for l in loads},
       worker_fraction={l.design: l.worker_fraction for l in loads},
-      load_table=load.format_load_table(loads),
+      load_table=load_lib.format_load_table(loads),
   )
   _write_json(os.path.join(workdir, "results.json"), results)
   return dataclasses.replace(fit, report=results)
