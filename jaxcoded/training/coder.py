@@ -155,23 +155,6 @@ def deployable(workdir: str | os.PathLike) -> nnx.Module:
   return load(workdir)[0]
 
 
-@functools.partial(jax.jit, static_argnums=0)
-def _decode_all(graphdef, state, groups, masks):
-  """Logits (M, G, K, C) and answered (M, G, K) for every mask and group."""
-  code = nnx.merge(graphdef, state)
-  everyone = jnp.ones((code.num_workers,), bool)
-  worker_fn, params = code.worker_fn()
-  outputs = jax.vmap(lambda g: workers.run_workers(worker_fn, params, code.encode(g), everyone))(
-      groups
-  )
-
-  def one_mask(mask):
-    decoded = jax.vmap(lambda out: code.decode(workers.mask_outputs(out, mask), mask))(outputs)
-    return decoded.values, decoded.answered
-
-  return jax.lax.map(one_mask, masks)
-
-
 def evaluate_code(
     code: nnx.Module,
     dataset: data.Dataset,
@@ -183,21 +166,23 @@ def evaluate_code(
 ) -> np.ndarray:
   """Top-1 accuracy over the test groups for each of ``num_masks`` random masks with S stragglers.
 
-  Worker outputs do not depend on the mask, so they are computed once per
-  group (all workers) and each mask is decoded from the zeroed-out outputs.
+  Scored by the one evaluator, ``comparison.evaluate_deployment``, on the
+  code's deployment (design A).
 
   Returns:
     (M,) accuracies (unanswered queries count wrong).
   """
+  from jaxcoded.comparison import metrics  # pylint: disable=g-import-not-at-top  (it imports training)
+
   k = code.num_queries
   num_groups = len(dataset) // k if max_groups is None else min(max_groups, len(dataset) // k)
-  images = dataset.images[: num_groups * k]
-  groups = jnp.asarray(images).reshape(num_groups, k, *dataset.image_shape)
-  labels = jnp.asarray(dataset.labels[: num_groups * k]).reshape(num_groups, k)
+  groups, labels = metrics.make_groups(dataset.images[: num_groups * k],
+                                       dataset.labels[: num_groups * k], k)
   masks = stragglers.random_masks(key, num_masks, code.num_workers, num_stragglers)
-  logits, answered = _decode_all(*nnx.split(code), groups, masks)
-  correct = answered & (jnp.argmax(logits, -1) == labels[None])
-  return np.asarray(jnp.mean(correct, axis=(1, 2)))
+  served = deployment.Deployment.learned("code", code)
+  scores = metrics.evaluate_deployment(served, groups, labels, jnp.zeros_like(labels),
+                                       np.asarray(masks))
+  return scores.accuracy
 
 
 # ---------------------------------------------------------------------------
