@@ -2,8 +2,6 @@
 
 import json
 import math
-import pathlib
-import sys
 
 import jax
 import jax.numpy as jnp
@@ -11,10 +9,8 @@ import ml_collections
 import numpy as np
 import pytest
 
-sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
-
-from configs import digits  # noqa: E402
-from jaxcoded import comparison, deployment, schemes, stragglers, workers  # noqa: E402
+from configs import digits
+from jaxcoded import comparison, deployment, schemes, stragglers, workers
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
