@@ -35,6 +35,12 @@ def get_config() -> ml_collections.ConfigDict:
   config.worker_out = 64
   config.power = 2
   config.num_activations = 1
+  # Worker options of coders.poly_cnn (these defaults give the plain network):
+  config.worker_kernel = 3
+  config.worker_groups = 1  # G > 1 (0: the encoder's query groups): grouped convs, block readout
+  config.worker_space_to_depth = 1  # b > 1: worker rearranges (H, W, C) -> (H/b, W/b, b*b*C)
+  config.worker_pools = ()  # per-conv avg-pool windows; (): 2 while the map is >= 2x2
+  config.worker_activation_at = ()  # convs followed by the power; (): the first num_activations
   config.head_hidden = 64
   # Learned Lagrange code only: the degree of the master's fit is R - 1.
   config.recovery_threshold = 7

@@ -45,11 +45,13 @@ __all__ = [
     "CoefficientEncoder",
     "DecoderHead",
     "Flatten",
+    "GroupedLinear",
     "PolyConv",
     "PolyLinear",
     "PolySequential",
     "QueryEncoder",
     "ScaledPower",
+    "SpaceToDepth",
     "check_polynomial_degree",
     "group_lagrange_mixing",
     "poly_cnn",
@@ -74,14 +76,22 @@ class PolyLinear(nnx.Module):
 
 
 class PolyConv(nnx.Module):
-  """Convolution ('SAME' padding) with bias on (..., H, W, C): degree 1."""
+  """Convolution ('SAME' padding) with bias on (..., H, W, C): degree 1.
+
+  ``groups`` > 1 makes it a grouped convolution: channel block g of the
+  output sees only channel block g of the input (blocks contiguous).
+  """
 
   degree = 1
 
   def __init__(
-      self, in_features: int, out_features: int, kernel: int = 3, *, rngs: nnx.Rngs
+      self, in_features: int, out_features: int, kernel: int = 3, *, groups: int = 1,
+      rngs: nnx.Rngs,
   ):
-    self.conv = nnx.Conv(in_features, out_features, (kernel, kernel), padding="SAME", rngs=rngs)
+    self.conv = nnx.Conv(
+        in_features, out_features, (kernel, kernel), padding="SAME",
+        feature_group_count=groups, rngs=rngs,
+    )
 
   def __call__(self, x: jax.Array) -> jax.Array:
     return self.conv(x)
@@ -129,6 +139,65 @@ class Flatten(nnx.Module):
     return x.reshape(x.shape[:-3] + (-1,))
 
 
+class SpaceToDepth(nnx.Module):
+  """Lossless (H, W, C) -> (H / b, W / b, b * b * C) rearrangement: degree 1.
+
+  With ``groups`` G the channels are read as G contiguous blocks and each
+  block is rearranged on its own, so the output keeps G contiguous blocks
+  (of b * b * C / G channels) for grouped layers after it.
+  """
+
+  degree = 1
+
+  def __init__(self, block: int = 2, groups: int = 1):
+    self.block = block
+    self.groups = groups
+
+  def __call__(self, x: jax.Array) -> jax.Array:
+    *lead, height, width, channels = x.shape
+    g = self.groups
+    x = x.reshape(*lead, height, width, g, channels // g)
+    x = jnp.moveaxis(x, -2, 0)  # (G, ..., H, W, C / G)
+    x = space_to_depth(x, self.block)
+    x = jnp.moveaxis(x, 0, -2)  # (..., H / b, W / b, G, b * b * C / G)
+    return x.reshape(*x.shape[:-2], -1)
+
+
+class GroupedLinear(nnx.Module):
+  """Flatten + block-diagonal affine map: (..., H, W, G * C) -> (..., G * D): degree 1.
+
+  Output block g (D = out_features / G values) is an affine map of channel
+  block g of the input only, so G independent groups stay independent.
+  """
+
+  degree = 1
+
+  def __init__(
+      self, input_shape: tuple[int, int, int], out_features: int, groups: int, *,
+      rngs: nnx.Rngs,
+  ):
+    height, width, channels = input_shape
+    if channels % groups or out_features % groups:
+      raise ValueError(
+          f"GroupedLinear: {channels} channels and {out_features} outputs must be multiples "
+          f"of the {groups} groups."
+      )
+    self.groups = groups
+    fan_in = height * width * channels // groups
+    init = nnx.initializers.lecun_normal()
+    self.kernel = nnx.Param(init(rngs.params(), (groups, fan_in, out_features // groups)))
+    self.bias = nnx.Param(jnp.zeros((out_features,)))
+
+  def __call__(self, x: jax.Array) -> jax.Array:
+    *lead, height, width, channels = x.shape
+    g = self.groups
+    x = x.reshape(*lead, height, width, g, channels // g)
+    x = jnp.moveaxis(x, -2, -4).reshape(*lead, g, -1)  # (..., G, H * W * C / G)
+    kernel = self.kernel[...].astype(jnp.result_type(x, self.kernel[...]))
+    y = jnp.einsum("...gi,gio->...go", x, kernel)
+    return y.reshape(*lead, -1) + self.bias[...]
+
+
 class PolySequential(nnx.Module):
   """A composition of polynomial blocks; its degree is the product of theirs.
 
@@ -165,6 +234,10 @@ def poly_cnn(
     kernel: int = 3,
     power: int = 2,
     num_activations: int = 1,
+    groups: int = 1,
+    space_to_depth: int = 1,
+    pools: Sequence[int] | None = None,
+    activation_at: Sequence[int] | None = None,
     rngs: nnx.Rngs,
 ) -> PolySequential:
   """A polynomial CNN: [conv -> (power) -> avg-pool 2] per width, flatten, linear.
@@ -173,6 +246,20 @@ def poly_cnn(
   of the given power, so the degree is ``power ** num_activations``. A 2x2
   average pool follows each convolution while the map is at least 2x2.
 
+  Options (the defaults give the network above):
+    groups: G > 1 splits the input channels into G contiguous blocks (the
+      coded input's query groups) and keeps them apart: grouped convolutions
+      (``features`` are totals, multiples of G) and a block-diagonal final
+      linear map (``GroupedLinear``), so output block g depends on input
+      block g only.
+    space_to_depth: b > 1 first rearranges (H, W, C) -> (H/b, W/b, b*b*C)
+      (per group), trading resolution for channels.
+    pools: the average-pool window after each convolution (1: none);
+      None: 2 while the map is at least 2x2.
+    activation_at: indices of the convolutions followed by the activation
+      (the degree is ``power ** len(activation_at)``); None: the first
+      ``num_activations``.
+
   Args:
     input_shape: (H, W, C) of one coded input.
     out_features: width D of the output vector.
@@ -180,6 +267,7 @@ def poly_cnn(
     kernel: square kernel size.
     power: exponent of the activation.
     num_activations: how many convolutions get an activation (<= len(features)).
+    groups, space_to_depth, pools, activation_at: see above.
     rngs: initialisation keys.
 
   Returns:
@@ -189,17 +277,32 @@ def poly_cnn(
     raise ValueError(
         f"poly_cnn: num_activations = {num_activations} exceeds the {len(features)} convolutions."
     )
+  if activation_at is None:
+    activation_at = range(num_activations)
+  activation_at = set(int(i) for i in activation_at)
+  if not activation_at <= set(range(len(features))):
+    raise ValueError(f"poly_cnn: activation_at {sorted(activation_at)} outside the convolutions.")
+  if pools is not None and len(pools) != len(features):
+    raise ValueError(f"poly_cnn: {len(pools)} pools for {len(features)} convolutions.")
   height, width, channels = input_shape
   layers = []
+  if space_to_depth > 1:
+    layers.append(SpaceToDepth(space_to_depth, groups))
+    height, width = height // space_to_depth, width // space_to_depth
+    channels *= space_to_depth**2
   for i, f in enumerate(features):
-    layers.append(PolyConv(channels, f, kernel, rngs=rngs))
-    if i < num_activations:
+    layers.append(PolyConv(channels, f, kernel, groups=groups, rngs=rngs))
+    if i in activation_at:
       layers.append(ScaledPower(f, power))
-    if height >= 2 and width >= 2:
-      layers.append(AvgPool(2))
-      height, width = height // 2, width // 2
+    window = (2 if height >= 2 and width >= 2 else 1) if pools is None else int(pools[i])
+    if window > 1:
+      layers.append(AvgPool(window))
+      height, width = height // window, width // window
     channels = f
-  layers += [Flatten(), PolyLinear(height * width * channels, out_features, rngs=rngs)]
+  if groups > 1:
+    layers.append(GroupedLinear((height, width, channels), out_features, groups, rngs=rngs))
+  else:
+    layers += [Flatten(), PolyLinear(height * width * channels, out_features, rngs=rngs)]
   return PolySequential(*layers)
 
 

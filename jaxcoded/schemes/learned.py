@@ -213,6 +213,10 @@ class PolynomialCode(nnx.Module, base.Scheme):
       worker_out: int = 64,
       power: int = 2,
       num_activations: int = 1,
+      worker_groups: int = 1,
+      worker_space_to_depth: int = 1,
+      worker_pools: tuple[int, ...] | None = None,
+      worker_activation_at: tuple[int, ...] | None = None,
       head_hidden: int = 64,
       data_points: ArrayLike | None = None,
       worker_points: ArrayLike | None = None,
@@ -232,6 +236,10 @@ class PolynomialCode(nnx.Module, base.Scheme):
         (0: a purely linear encoder).
       worker_features, worker_kernel, worker_out, power, num_activations:
         the worker network (``coders.poly_cnn``); dh = power**num_activations.
+      worker_groups, worker_space_to_depth, worker_pools, worker_activation_at:
+        ``coders.poly_cnn``'s groups, space_to_depth, pools and activation_at
+        (defaults: the plain network). worker_groups = 0 means one group per
+        query group of the encoder (its ``num_groups``).
       head_hidden: hidden width of the decoder head (0: per-position affine).
       data_points, worker_points: optional (K,) and (N,) points.
       num_adversaries: E >= 0 Byzantine workers to tolerate (then N >= R0 + 2E).
@@ -245,7 +253,9 @@ class PolynomialCode(nnx.Module, base.Scheme):
     )
     worker = coders.poly_cnn(
         encoder.coded_shape, worker_out, features=worker_features, kernel=worker_kernel,
-        power=power, num_activations=num_activations, rngs=rngs,
+        power=power, num_activations=num_activations,
+        groups=worker_groups or encoder.num_groups, space_to_depth=worker_space_to_depth,
+        pools=worker_pools, activation_at=worker_activation_at, rngs=rngs,
     )
     head = coders.DecoderHead(num_queries, worker_out, num_classes, hidden=head_hidden, rngs=rngs)
     return cls(encoder, worker, head, a, b, num_adversaries=num_adversaries, rtol=rtol)

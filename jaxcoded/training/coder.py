@@ -88,6 +88,11 @@ def group_stream(
 # Building blocks.
 
 
+def _optional_tuple(value):
+  """A config's sequence as a tuple; None or an empty sequence stays None."""
+  return tuple(int(v) for v in value) if value else None
+
+
 def build_code(
     config: ml_collections.ConfigDict,
     input_shape: tuple[int, int, int],
@@ -107,6 +112,11 @@ def build_code(
         worker_out=config.worker_out,
         power=config.power,
         num_activations=config.num_activations,
+        worker_kernel=config.get("worker_kernel", 3),
+        worker_groups=config.get("worker_groups", 1),
+        worker_space_to_depth=config.get("worker_space_to_depth", 1),
+        worker_pools=_optional_tuple(config.get("worker_pools", None)),
+        worker_activation_at=_optional_tuple(config.get("worker_activation_at", None)),
         head_hidden=config.head_hidden,
         rngs=rngs,
     )
