@@ -88,13 +88,28 @@ class PolyConv(nnx.Module):
       self, in_features: int, out_features: int, kernel: int = 3, *, groups: int = 1,
       rngs: nnx.Rngs,
   ):
-    self.conv = nnx.Conv(
-        in_features, out_features, (kernel, kernel), padding="SAME",
-        feature_group_count=groups, rngs=rngs,
-    )
+    self.groups = groups
+    if groups == 1:
+      self.conv = nnx.Conv(in_features, out_features, (kernel, kernel), padding="SAME", rngs=rngs)
+      return
+    if in_features % groups or out_features % groups:
+      raise ValueError(
+          f"PolyConv: {in_features} -> {out_features} channels are not multiples of the "
+          f"{groups} groups."
+      )
+    # One plain convolution per group: XLA's CPU convolution with
+    # feature_group_count > 1 ran about 10x slower than G separate ones.
+    self.convs = nnx.List([
+        nnx.Conv(in_features // groups, out_features // groups, (kernel, kernel),
+                 padding="SAME", rngs=rngs)
+        for _ in range(groups)
+    ])
 
   def __call__(self, x: jax.Array) -> jax.Array:
-    return self.conv(x)
+    if self.groups == 1:
+      return self.conv(x)
+    parts = jnp.split(x, self.groups, axis=-1)
+    return jnp.concatenate([conv(part) for conv, part in zip(self.convs, parts)], axis=-1)
 
 
 class ScaledPower(nnx.Module):
