@@ -46,6 +46,7 @@ def get_config() -> ml_collections.ConfigDict:
   config.recovery_threshold = 7
   config.master_budget = 0.10
   config.groups_per_batch = 16
+  config.augment_flip = False  # random left-right flips of the training images
   config.num_steps = 3000
   config.learning_rate = 2e-3
   config.distill_weight = 0.0

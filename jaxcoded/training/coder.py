@@ -201,20 +201,30 @@ def evaluate_code(
 
 @functools.lru_cache(maxsize=16)
 def make_loss_fn(
-    distill_weight: float, temperature: float, mesh: jax.sharding.Mesh | None = None
+    distill_weight: float, temperature: float, mesh: jax.sharding.Mesh | None = None,
+    flip: bool = False,
 ):
   """``loss_fn(code, batch, rng) -> (loss, metrics)`` for ``loop.fit``.
 
   A random mask with between R and N available workers is drawn per group
   from ``rng``. With ``mesh`` (a "workers" axis dividing N) the workers of
   every group run under ``shard_map`` over its devices; gradients are the
-  same as with ``vmap``. Cached, so runs with the same settings share the
-  compiled step.
+  same as with ``vmap``. With ``flip`` each image is flipped left-right with
+  probability 1/2, and the batch's teacher logits are (B, K, 2, C): those of
+  the image and of its mirror image. Cached, so runs with the same settings
+  share the compiled step.
   """
 
   def loss_fn(code, batch, rng):
     images, labels, teacher_logits = batch
-    masks = stragglers.dropout_masks(rng, labels.shape[0], code.num_workers, code.recovery_threshold)
+    if flip:
+      rng, flip_key = jax.random.split(rng)
+      flipped = jax.random.bernoulli(flip_key, 0.5, labels.shape)
+      images = jnp.where(flipped[..., None, None, None], images[..., ::-1, :], images)
+      teacher_logits = jnp.where(flipped[..., None], teacher_logits[..., 1, :],
+                                 teacher_logits[..., 0, :])
+    masks = stragglers.dropout_masks(rng, labels.shape[0], code.num_workers,
+                                     code.recovery_threshold)
     graphdef, state = nnx.split(code)
     def group_logits(q, m):  # the one pipeline, as served (training images are in range)
       served = deployment.Deployment.learned("training", nnx.merge(graphdef, state))
@@ -283,10 +293,17 @@ def train(config: ml_collections.ConfigDict, workdir: str | os.PathLike) -> loop
       0.0, config.learning_rate, min(200, config.num_steps // 10 + 1), config.num_steps
   )
   tx = optax.chain(optax.clip_by_global_norm(1.0), optax.adamw(schedule, weight_decay=1e-4))
+  flip = bool(config.get("augment_flip", False))
   teacher_logits = (
       _predict_logits(base_model, train_ds.images) if config.distill_weight
       else np.zeros((len(train_ds), train_ds.num_classes), np.float32)
   )
+  if flip:  # the teacher's logits of the mirror images too: (examples, 2, C)
+    mirrored = (
+        _predict_logits(base_model, train_ds.images[:, :, ::-1]) if config.distill_weight
+        else teacher_logits
+    )
+    teacher_logits = np.stack([teacher_logits, mirrored], axis=1)
   batches = functools.partial(
       group_stream, train_ds.images, train_ds.labels, teacher_logits, config.num_queries,
       config.groups_per_batch, seed=config.seed,
@@ -294,7 +311,7 @@ def train(config: ml_collections.ConfigDict, workdir: str | os.PathLike) -> loop
   started = time.time()
   fit = loop.fit(
       code, tx,
-      make_loss_fn(float(config.distill_weight), float(config.temperature), mesh),
+      make_loss_fn(float(config.distill_weight), float(config.temperature), mesh, flip),
       lambda start: batches(start_step=start),
       num_steps=config.num_steps, workdir=workdir, config=config, learning_rate_fn=schedule,
       wrt=learned.trainable(code),
