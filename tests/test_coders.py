@@ -84,3 +84,24 @@ def test_decoder_head_is_per_position(rng):
   identity = coders.DecoderHead(3, 4, 4, hidden=0, rngs=nnx.Rngs(0))
   np.testing.assert_allclose(identity(values[:, :4]), values[:, :4])
   assert coders.DecoderHead(3, 5, 4, hidden=7, rngs=nnx.Rngs(0))(values).shape == (3, 4)
+
+
+@pytest.mark.parametrize("space_to_depth,pools", [(1, None), (2, (1, 1))])
+def test_grouped_worker_keeps_groups_apart(space_to_depth, pools):
+  # Output block g depends on input channel block g only, and the degree is still exact.
+  h = coders.poly_cnn((8, 8, 6), 8, features=(4, 6), groups=2, space_to_depth=space_to_depth,
+                      pools=pools, activation_at=(1,), rngs=nnx.Rngs(0))
+  assert h.degree == 2
+  x = jax.random.normal(jax.random.key(0), (8, 8, 6), jnp.float64)
+  y = h(x)
+  changed = h(x.at[..., 3:].set(0.0))  # channels of group 1 only
+  np.testing.assert_allclose(changed[:4], y[:4], rtol=1e-12)
+  assert np.max(np.abs(changed[4:] - y[4:])) > 1e-3
+  assert coders.check_polynomial_degree(h, x, 2, jax.random.key(2)) < 1e-7
+
+
+def test_grouped_space_to_depth_keeps_blocks_contiguous():
+  x = jnp.arange(4 * 4 * 6, dtype=jnp.float32).reshape(4, 4, 6)
+  y = coders.SpaceToDepth(2, groups=2)(x)
+  np.testing.assert_array_equal(y[..., :12], coders.space_to_depth(x[..., :3]))
+  np.testing.assert_array_equal(y[..., 12:], coders.space_to_depth(x[..., 3:]))
