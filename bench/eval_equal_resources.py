@@ -21,16 +21,13 @@ from __future__ import annotations
 
 import json
 import os
-import pathlib
-import sys
 
 import jax
 import numpy as np
 from absl import app, flags
 
-sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
 
-from jaxcoded import coder_training, data, load, models
+from jaxcoded import data, load, models, training
 from jaxcoded.schemes import points
 
 _WORKDIR = flags.DEFINE_string("workdir", None, "A finished coder workdir.")
@@ -46,7 +43,7 @@ def evaluate(workdir: str, stragglers, num_masks: int, seed: int = 0) -> dict:
   with open(os.path.join(workdir, "config.json")) as f:
     config = json.load(f)
   base_model = config["base"]["model"]
-  code = coder_training.load_code(workdir)
+  code = training.coder.load(workdir)[0]
   test_ds = data.load("fashion_mnist", "test", seed=None)
   base_flops = models.flops_per_example(base_model, test_ds.image_shape)
   k, r = code.num_queries, code.recovery_threshold
@@ -58,7 +55,7 @@ def evaluate(workdir: str, stragglers, num_masks: int, seed: int = 0) -> dict:
       continue
     _, worker_points = points.default_points(k, n, avoid_midpoints=False)
     deployed = code.with_worker_points(worker_points)
-    accuracies = coder_training.evaluate_code(
+    accuracies = training.coder.evaluate_code(
         deployed, test_ds, s, num_masks=num_masks, key=jax.random.fold_in(jax.random.key(seed), s)
     )
     loads = load.code_load(deployed, "A", base_flops)
