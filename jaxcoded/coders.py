@@ -48,10 +48,12 @@ __all__ = [
     "GroupedLinear",
     "PolyConv",
     "PolyLinear",
+    "ParityEncoder",
     "PolySequential",
     "QueryEncoder",
     "ScaledPower",
     "SpaceToDepth",
+    "SystematicDecoder",
     "check_polynomial_degree",
     "group_lagrange_mixing",
     "poly_cnn",
@@ -559,3 +561,70 @@ class DecoderHead(nnx.Module):
     if self.out is None:
       return y
     return self.out(nnx.gelu(y))
+
+
+class ParityEncoder(nnx.Module):
+  """K queries -> P parity images p_j = sum_k w_jk * g(x_k) + c_j (per-pixel weights).
+
+  g is the identity or, with ``features > 0``, a per-query ``QueryEncoder``
+  (x + conv(gelu(conv(x)))). The weights w_jk are (H, W, C) images, so a
+  parity can weight each query differently at each pixel; they start at
+  (1 + 0.5 z_jk) / K with one random z_jk per (j, k), so that the parities
+  start as different weighted averages of the queries.
+  """
+
+  def __init__(
+      self, num_queries: int, num_parities: int, input_shape: tuple[int, int, int], *,
+      features: int = 0, kernel: int = 3, rngs: nnx.Rngs,
+  ):
+    self.input_shape = tuple(input_shape)
+    self.query_encoder = (
+        QueryEncoder(input_shape, features=features, kernel=kernel, rngs=rngs) if features else None
+    )
+    spread = jax.random.normal(rngs.params(), (num_parities, num_queries) + (1,) * len(input_shape))
+    weights = (1.0 + 0.5 * spread) / num_queries * jnp.ones((1, 1, *input_shape))
+    self.weights = nnx.Param(weights)
+    self.bias = nnx.Param(jnp.zeros((num_parities, *input_shape)))
+
+  @property
+  def num_parities(self) -> int:
+    return int(self.weights.shape[0])
+
+  def __call__(self, queries: ArrayLike, num_parities: int | None = None) -> jax.Array:
+    """(K, H, W, C) queries -> (P, H, W, C) parity images (the first ``num_parities``)."""
+    x = jnp.asarray(queries)
+    if self.query_encoder is not None:
+      x = self.query_encoder(x)
+    p = self.num_parities if num_parities is None else num_parities
+    weights = self.weights[:p].astype(jnp.result_type(x, self.weights[...]))
+    return jnp.einsum("pk...,k...->p...", weights, x) + self.bias[:p]
+
+
+class SystematicDecoder(nnx.Module):
+  """Every available worker output (N_max, C) and the mask -> (K, C) logits.
+
+  An MLP on the flattened masked outputs (absent rows zero) and the mask;
+  the systematic code uses its answer only where query k's own worker did
+  not return.
+  """
+
+  def __init__(
+      self, num_queries: int, num_slots: int, num_classes: int, *,
+      hidden: tuple[int, ...] = (256, 256), rngs: nnx.Rngs,
+  ):
+    self.num_queries = num_queries
+    self.num_slots = num_slots
+    self.num_classes = num_classes
+    widths = (num_slots * (num_classes + 1), *hidden)
+    self.layers = nnx.List(
+        [nnx.Linear(a, b, rngs=rngs) for a, b in zip(widths[:-1], widths[1:])]
+    )
+    self.out = nnx.Linear(widths[-1], num_queries * num_classes, rngs=rngs)
+
+  def __call__(self, outputs: jax.Array, mask: jax.Array) -> jax.Array:
+    """(N_max, C) outputs, (N_max,) bool mask -> (K, C) logits."""
+    present = mask.astype(outputs.dtype)
+    z = jnp.concatenate([(outputs * present[:, None]).reshape(-1), present])
+    for layer in self.layers:
+      z = nnx.gelu(layer(z))
+    return self.out(z).reshape(self.num_queries, self.num_classes)

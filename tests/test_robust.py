@@ -296,7 +296,8 @@ def test_lcc_with_adversaries_equals_the_clean_decode(rng):
 def test_lcc_pipeline_sizes_and_settings(rng):
   code = LagrangeCode.create(3, 3, 2, dtype=jnp.float64, num_adversaries=1)
   params = _lcc_params(rng)
-  queries = jnp.asarray(rng.normal(size=(3, 6)))
+  # Inside the normalised-image range that ``code(...)`` checks by default.
+  queries = jnp.asarray(rng.uniform(-1.0, 1.0, size=(3, 6)))
   expected = jax.vmap(lambda x: _polynomial_worker(params, x))(queries)
   for mask in stragglers.all_masks(code.num_workers, 3)[::40]:
     decoded = code(_polynomial_worker, params, queries, jnp.asarray(mask))

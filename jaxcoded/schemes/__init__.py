@@ -12,6 +12,7 @@ from jaxcoded.schemes.learned import LearnedLagrangeCode, PolynomialCode
 from jaxcoded.schemes.parm import ParityCode
 from jaxcoded.schemes.replication import Replication
 from jaxcoded.schemes.spline import SplineCode, fit_smoothing
+from jaxcoded.schemes.systematic import LearnedSystematicCode
 from jaxcoded.schemes.uncoded import Uncoded, majority_class_logits
 
 __all__ = [
@@ -20,6 +21,7 @@ __all__ = [
     "Decoded",
     "LagrangeCode",
     "LearnedLagrangeCode",
+    "LearnedSystematicCode",
     "ParityCode",
     "PolynomialCode",
     "Replication",

@@ -43,7 +43,8 @@ from flax import nnx
 from jax.typing import ArrayLike
 
 from jaxcoded import coders, interp, robust, validation
-from jaxcoded.schemes import base, points, registry
+from jaxcoded import stragglers
+from jaxcoded.schemes import base, points, registry, systematic
 
 __all__ = ["CodePoints", "LearnedLagrangeCode", "PolynomialCode", "trainable"]
 
@@ -53,7 +54,7 @@ class CodePoints(nnx.Variable):
 
 def trainable(code: nnx.Module) -> Any:
   """The NNX filter of a code's trained parameters (a frozen classifier excluded)."""
-  if isinstance(code, LearnedLagrangeCode):
+  if isinstance(code, (LearnedLagrangeCode, systematic.LearnedSystematicCode)):
     return nnx.All(nnx.Param, nnx.Not(nnx.PathContains("classifier")))
   return nnx.Param
 
@@ -260,6 +261,10 @@ class PolynomialCode(nnx.Module, base.Scheme):
     head = coders.DecoderHead(num_queries, worker_out, num_classes, hidden=head_hidden, rngs=rngs)
     return cls(encoder, worker, head, a, b, num_adversaries=num_adversaries, rtol=rtol)
 
+  def training_masks(self, key: jax.Array, num_masks: int) -> jax.Array:
+    """(M, N) masks of masked straggler dropout: between R and N workers return."""
+    return stragglers.dropout_masks(key, num_masks, self.num_workers, self.recovery_threshold)
+
   # -- sizes ------------------------------------------------------------------
 
   @property
@@ -464,6 +469,10 @@ class LearnedLagrangeCode(nnx.Module, base.Scheme):
         int(self.worker_points[...].shape[0]),
         self.fit_degree + 1,
     )
+
+  def training_masks(self, key: jax.Array, num_masks: int) -> jax.Array:
+    """(M, N) masks of masked straggler dropout: between R and N workers return."""
+    return stragglers.dropout_masks(key, num_masks, self.num_workers, self.recovery_threshold)
 
   def encoding_matrix(self, at: ArrayLike | None = None) -> jax.Array:
     """(T, K) Lagrange matrix from the data points to ``at`` (default: the workers)."""

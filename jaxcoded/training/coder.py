@@ -39,7 +39,7 @@ from flax import nnx
 
 from jaxcoded import data, deployment, models, stragglers, workers
 from jaxcoded import load as load_lib
-from jaxcoded.schemes import learned
+from jaxcoded.schemes import learned, systematic
 from jaxcoded.training import checkpoints, classifier, loop
 
 __all__ = [
@@ -49,6 +49,7 @@ __all__ = [
     "group_stream",
     "make_loss_fn",
     "load",
+    "report_deployments",
     "train",
 ]
 
@@ -93,6 +94,10 @@ def _optional_tuple(value):
   return tuple(int(v) for v in value) if value else None
 
 
+# Schemes whose workers run the frozen base classifier.
+_AROUND_THE_CLASSIFIER = ("lagrange", "systematic")
+
+
 def build_code(
     config: ml_collections.ConfigDict,
     input_shape: tuple[int, int, int],
@@ -101,7 +106,7 @@ def build_code(
     classifier: nnx.Module | None = None,
     rngs: nnx.Rngs,
 ) -> nnx.Module:
-  """The code a config describes: ``config.scheme`` is "polynomial" or "lagrange"."""
+  """The code a config describes: ``config.scheme`` is "polynomial", "lagrange" or "systematic"."""
   num_workers = config.num_queries + config.num_stragglers
   if config.scheme == "polynomial":
     return learned.PolynomialCode.create(
@@ -129,7 +134,18 @@ def build_code(
         encoder_features=config.encoder_features,
         rngs=rngs,
     )
-  raise ValueError(f"Unknown scheme {config.scheme!r}; use 'polynomial' or 'lagrange'.")
+  if config.scheme == "systematic":
+    if classifier is None:
+      raise ValueError("build_code: the learned systematic code needs the base classifier.")
+    return systematic.LearnedSystematicCode.create(
+        classifier, config.num_queries, config.num_stragglers, input_shape, num_classes,
+        encoder_features=config.encoder_features,
+        decoder_hidden=tuple(config.get("decoder_hidden", (256, 256))),
+        rngs=rngs,
+    )
+  raise ValueError(
+      f"Unknown scheme {config.scheme!r}; use 'polynomial', 'lagrange' or 'systematic'."
+  )
 
 
 def load(
@@ -151,7 +167,8 @@ def load(
           f"{workdir} holds a {config.get('task', 'classifier')!r} run, not a learned code "
           "(config.task == 'coder')."
       )
-    frozen = classifier.build_model(config.base) if config.scheme == "lagrange" else None
+    frozen = (classifier.build_model(config.base) if config.scheme in _AROUND_THE_CLASSIFIER
+              else None)
     return build_code(
         config, models.INPUT_SHAPES[config.base.model], config.base.num_classes,
         classifier=frozen, rngs=nnx.Rngs(0),
@@ -223,8 +240,7 @@ def make_loss_fn(
       images = jnp.where(flipped[..., None, None, None], images[..., ::-1, :], images)
       teacher_logits = jnp.where(flipped[..., None], teacher_logits[..., 1, :],
                                  teacher_logits[..., 0, :])
-    masks = stragglers.dropout_masks(rng, labels.shape[0], code.num_workers,
-                                     code.recovery_threshold)
+    masks = code.training_masks(rng, labels.shape[0])
     graphdef, state = nnx.split(code)
     def group_logits(q, m):  # the one pipeline, as served (training images are in range)
       served = deployment.Deployment.learned("training", nnx.merge(graphdef, state))
@@ -241,6 +257,17 @@ def make_loss_fn(
     return loss, {"loss": loss, "cross_entropy": cross_entropy, "accuracy": accuracy}
 
   return loss_fn
+
+
+def report_deployments(code: nnx.Module) -> list[tuple[int, nnx.Module]]:
+  """(S, the code as deployed for S stragglers) for the end-of-training report.
+
+  A learned systematic code at N = K + S for S = 1 .. P (its first S
+  parities); the other codes at their trained N for S = 0 .. N - R.
+  """
+  if isinstance(code, systematic.LearnedSystematicCode):
+    return [(s, code.with_num_parities(s)) for s in range(1, code.max_parities + 1)]
+  return [(s, code) for s in range(code.max_stragglers + 1)]
 
 
 def _predict_logits(model: nnx.Module, images: np.ndarray, batch_size: int = 2000) -> np.ndarray:
@@ -320,9 +347,9 @@ def train(config: ml_collections.ConfigDict, workdir: str | os.PathLike) -> loop
 
   accuracy_by_s = {}
   eval_key = jax.random.key(config.seed + 2)
-  for s in range(code.max_stragglers + 1):
+  for s, deployed in report_deployments(code):
     accuracies = evaluate_code(
-        code, test_ds, s, num_masks=config.eval_num_masks, key=jax.random.fold_in(eval_key, s),
+        deployed, test_ds, s, num_masks=config.eval_num_masks, key=jax.random.fold_in(eval_key, s),
         max_groups=config.get("eval_max_groups", None),
     )
     accuracy_by_s[s] = dict(mean=float(accuracies.mean()), min=float(accuracies.min()),

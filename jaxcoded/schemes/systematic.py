@@ -1,0 +1,246 @@
+"""Learned systematic code around the unchanged classifier (docs/design.md section 4.8).
+
+The model-agnostic learned code: every worker runs the deployed classifier f
+unchanged and frozen. Workers 0 .. K-1 are systematic, worker k runs f(x_k);
+workers K .. K+P-1 run f on learned parity images p_j = sum_k w_jk * g(x_k)
+(``coders.ParityEncoder``). The master answers query k with f(x_k) itself
+whenever worker k returned (exact, the base classifier's answer), and
+otherwise with a learned decoder (``coders.SystematicDecoder``) that reads
+every returned output, systematic and parity, with the mask.
+
+What it guarantees: with S stragglers, the K - (stragglers among the
+systematic workers) queries whose own worker returned are answered exactly as
+f answers them, whatever the straggler pattern. The others are estimates,
+learned by masked straggler dropout; nothing bounds their error. It decodes
+from any non-empty set of returned workers (like Berrut), so R = K is only the
+number the service waits for.
+
+One trained code serves every S <= P: deployed with its first S parities
+(``with_num_parities``, N = K + S), the decoder sees the parities not deployed
+as absent. Training masks (``training_masks``) draw S uniformly in 1 .. P,
+remove the parities beyond S and S random workers of the K + S deployed, so
+they cover exactly the patterns of every deployment.
+
+The idea of learned encoders and decoders around an unchanged f is that of
+Kosaian, Rashmi and Venkataraman, "Learning-Based Coded Computation" (2020,
+arXiv 1806.01259); ParM (``schemes.parm``) instead trains the parity worker.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+from jax.typing import ArrayLike
+
+from jaxcoded import coders, validation
+from jaxcoded.schemes import base, registry
+
+__all__ = ["LearnedSystematicCode"]
+
+
+class _WorkerIndex(nnx.Variable):
+  """Worker n's index as its design-B "point": state, but not trained."""
+
+
+@registry.register("learned_systematic", sized=False, trains="coder")
+class LearnedSystematicCode(nnx.Module, base.Scheme):
+  """K systematic workers and P learned parities, all running the frozen f.
+
+  Attributes:
+    encoder: ``coders.ParityEncoder`` with P_max parities (master, or workers
+      in design B).
+    classifier: the deployed base classifier f, (B, H, W, C) -> (B, C);
+      frozen (``learned.trainable`` excludes it).
+    decoder: ``coders.SystematicDecoder`` over K + P_max worker slots.
+    num_parities: P <= P_max parities deployed; N = K + P.
+  """
+
+  def __init__(
+      self,
+      encoder: coders.ParityEncoder,
+      classifier: nnx.Module,
+      decoder: coders.SystematicDecoder,
+      num_parities: int | None = None,
+  ):
+    max_parities = encoder.num_parities
+    num_parities = max_parities if num_parities is None else num_parities
+    validation.check_integer(
+        num_parities, "num_parities", 1,
+        message=(f"LearnedSystematicCode: num_parities must be an integer in 1 .. "
+                 f"{max_parities}, got {num_parities!r}."),
+    )
+    if num_parities > max_parities:
+      raise ValueError(
+          f"LearnedSystematicCode: num_parities = {num_parities} exceeds the {max_parities} "
+          "parities it was trained with."
+      )
+    k = decoder.num_queries
+    if decoder.num_slots != k + max_parities:
+      raise ValueError(
+          f"LearnedSystematicCode: the decoder reads {decoder.num_slots} workers, the encoder "
+          f"makes K + P = {k} + {max_parities}."
+      )
+    self.encoder = encoder
+    self.classifier = classifier
+    self.decoder = decoder
+    self.num_parities = int(num_parities)
+    self.worker_points = _WorkerIndex(jnp.arange(k + num_parities, dtype=jnp.float32))
+
+  @classmethod
+  def create(
+      cls,
+      classifier: nnx.Module,
+      num_queries: int,
+      num_parities: int,
+      input_shape: tuple[int, int, int],
+      num_classes: int,
+      *,
+      encoder_features: int = 0,
+      decoder_hidden: tuple[int, ...] = (256, 256),
+      rngs: nnx.Rngs,
+  ) -> "LearnedSystematicCode":
+    """A code around ``classifier`` with P = ``num_parities`` parities (N = K + P)."""
+    base.check_group_sizes(num_queries, num_parities)
+    if num_parities < 1:
+      raise ValueError(f"LearnedSystematicCode: need at least one parity, got {num_parities}.")
+    encoder = coders.ParityEncoder(
+        num_queries, num_parities, input_shape, features=encoder_features, rngs=rngs
+    )
+    decoder = coders.SystematicDecoder(
+        num_queries, num_queries + num_parities, num_classes, hidden=tuple(decoder_hidden),
+        rngs=rngs,
+    )
+    return cls(encoder, classifier, decoder)
+
+  # -- building from a config entry --------------------------------------------------
+
+  @classmethod
+  def from_config(cls, entry, num_stragglers: int, ctx):
+    """The trained code (``ctx.trained``), deployed at N = K + S with ``deploy_at = "k_plus_s"``.
+
+    None where S = 0 or S exceeds the parities it was trained with.
+    """
+    code = ctx.trained
+    if not isinstance(code, LearnedSystematicCode) or code.num_queries != ctx.num_queries:
+      raise ValueError(
+          f"A learned_systematic entry needs its trained LearnedSystematicCode for K = "
+          f"{ctx.num_queries} queries, got {type(code).__name__}."
+      )
+    if cls.resized_by(entry):
+      if not 1 <= num_stragglers <= code.max_parities:
+        return None
+      code = code.with_num_parities(num_stragglers)
+    return (code, *code.worker_tasks())
+
+  @classmethod
+  def resized_by(cls, entry) -> bool:
+    deploy_at = entry.get("deploy_at", "trained")
+    if deploy_at not in ("trained", "k_plus_s"):
+      raise ValueError(
+          f"deploy_at must be 'trained' (the N it was trained with) or 'k_plus_s', got "
+          f"{deploy_at!r}."
+      )
+    return deploy_at == "k_plus_s"
+
+  @classmethod
+  def check_config(cls, entry, num_queries: int, stragglers) -> None:
+    pass  # its training config is checked when it trains
+
+  # -- sizes ------------------------------------------------------------------------
+
+  @property
+  def max_parities(self) -> int:
+    return self.encoder.num_parities
+
+  @property
+  def sizes(self) -> base.SchemeSizes:
+    k = self.decoder.num_queries
+    return base.SchemeSizes(k, k + self.num_parities, k)
+
+  def with_num_parities(self, num_parities: int) -> "LearnedSystematicCode":
+    """The same trained code deployed with its first ``num_parities`` parities."""
+    return LearnedSystematicCode(self.encoder, self.classifier, self.decoder, num_parities)
+
+  # -- encoding and workers -----------------------------------------------------------
+
+  def encode(self, queries: ArrayLike) -> jax.Array:
+    """(K, H, W, C) queries -> (N, H, W, C): the queries, then the P parity images."""
+    self.check_queries(queries)
+    queries = jnp.asarray(queries)
+    parities = self.encoder(queries, self.num_parities).astype(queries.dtype)
+    return jnp.concatenate([queries, parities])
+
+  def worker_fn(self) -> tuple[base.WorkerFn, Any]:
+    """(worker_fn, params): the frozen classifier on one input."""
+    graphdef, state = nnx.split(self.classifier)
+
+    def worker_fn(params, x):
+      return nnx.merge(graphdef, jax.lax.stop_gradient(params))(x[None])[0]
+
+    return worker_fn, state
+
+  def worker_tasks(self, base_task=None, trained_task=None):
+    """Every worker runs the frozen classifier (its own copy of f) on its input."""
+    return (base.WorkerTask(*self.worker_fn()),), (0,) * self.num_workers
+
+  def worker_side_task(self) -> base.WorkerTask:
+    """Design B: worker n reads the K queries and runs f on x_n or on parity n - K.
+
+    Called as ``fn(params, n, queries)`` with n the worker's index (its
+    "point", ``worker_points``).
+    """
+    encoder_def, encoder_state = nnx.split(self.encoder)
+    classifier_def, classifier_state = nnx.split(self.classifier)
+    k, p = self.num_queries, self.num_parities
+
+    def worker_fn(params, index, queries):
+      encoder_state, classifier_state = params
+      n = jnp.asarray(index).astype(jnp.int32)
+      parities = nnx.merge(encoder_def, encoder_state)(queries, p).astype(queries.dtype)
+      inputs = jnp.concatenate([queries, parities])
+      coded = jax.lax.dynamic_index_in_dim(inputs, n, keepdims=True)
+      classifier = nnx.merge(classifier_def, jax.lax.stop_gradient(classifier_state))
+      return classifier(coded)[0]
+
+    del k
+    return base.WorkerTask(worker_fn, (encoder_state, classifier_state), reads_queries=True)
+
+  # -- decoding -----------------------------------------------------------------------
+
+  def _decode(self, outputs: ArrayLike, mask: ArrayLike) -> base.Decoded:
+    """(N, C) worker logits and (N,) mask -> Decoded((K, C) logits, (K,) answered).
+
+    Query k gets worker k's own output where it returned, the decoder's
+    estimate otherwise; nothing is answered when no worker returned.
+    """
+    mask = self.check_mask(mask)
+    outputs = jnp.asarray(outputs)
+    k, missing = self.num_queries, self.max_parities - self.num_parities
+    slots = jnp.pad(jnp.where(mask[:, None], outputs, 0), ((0, missing), (0, 0)))
+    slot_mask = jnp.pad(mask, (0, missing))
+    estimate = self.decoder(slots, slot_mask).astype(outputs.dtype)
+    values = jnp.where(mask[:k, None], outputs[:k], estimate)
+    any_returned = jnp.any(mask)
+    values = jnp.where(any_returned, values, jnp.zeros((), values.dtype))
+    return base.Decoded(values, jnp.full((k,), any_returned))
+
+  # -- training ---------------------------------------------------------------------
+
+  def training_masks(self, key: jax.Array, num_masks: int) -> jax.Array:
+    """(M, K + P_max) masks of masked straggler dropout over every deployment S in 1 .. P_max.
+
+    Per mask: S uniform in 1 .. P_max, the parities beyond S absent (not
+    deployed), and S of the K + S deployed workers absent at random. Train
+    with the code at P = P_max.
+    """
+    k, p = self.num_queries, self.max_parities
+    count_key, order_key = jax.random.split(key)
+    deployed = jax.random.randint(count_key, (num_masks, 1), 1, p + 1)
+    slots = jnp.arange(k + p)[None, :]
+    in_deployment = slots < k + deployed
+    scores = jnp.where(in_deployment, jax.random.uniform(order_key, (num_masks, k + p)), 2.0)
+    ranks = jnp.argsort(jnp.argsort(scores, axis=1), axis=1)
+    return in_deployment & (ranks >= deployed)
