@@ -10,8 +10,9 @@
 # (the paper-sized run; hours on a CPU, minutes on a GPU).
 # --equal: the equal-resource tables of the README (configs/eval_fmnist_equal.py, K = 8 and 12:
 # every coded scheme at N = K + S, learned codes trained once and redeployed; worker <= 1.1x f,
-# master <= 10%). From scratch about 2 h 30 min on this 2-core CPU (the four learned codes
-# train for 13 to 28 min each, ParM 2 to 3 min, each evaluation about 10 min).
+# master <= 10%). From scratch about 1 h 45 min on this 2-core CPU, the sum of the parts as they
+# were measured separately (the four learned codes 13 to 32 min each, ParM 2 to 6 min, each
+# evaluation 3 to 4 min); not yet timed end to end.
 # The base classifier is trained once into WORKDIR/base and shared. Reruns
 # reuse whatever finished; an interrupted run resumes.
 set -euo pipefail
