@@ -1,46 +1,57 @@
-r"""Tail latency of coded serving on Ray, in process and over HTTP: open-loop Poisson arrivals.
+r"""Tail latency of coded serving on Ray: open-loop Poisson arrivals, bootstrap intervals.
 
-Run from the repository root (the first run also trains the digits models, about
-1 minute on the project's 2-core CPU):
+Run from the repository root:
 
-  python bench/bench_serving.py --workdir=/tmp/bench_serving
+  python bench/bench_serving.py --quick                        # 1-2 minutes, digits
+  python bench/bench_serving.py --num_queries=20000 --rate=100  # p99.9 on >= 20 samples
+  python bench/bench_serving.py --dataset=fashion_mnist \
+      --base_workdir=/work/runs/base \
+      --parm_workdir=/work/runs/equal_k8/trained/ParM \
+      --learned_workdir=/work/runs/equal_k8/trained/learned_polynomial
 
-Every scheme gets its own N worker actors (``--num_workers``, default 6; all
-services stay up, about 0.3 GB per actor here), the same open-loop Poisson
-arrivals of single queries (``--rate`` per second, ParM's method: arrivals do
-not wait for answers) and the same injected latency per worker call
-(``--latency``: a shifted exponential or a Pareto heavy tail, optionally a
-fixed set of slow workers and random deaths). K follows from N:
+Two model sets (``--dataset``):
 
-  uncoded       K = N         no redundancy: a query waits for its own worker
-  replication   K = N / 2     r = 2 copies of each query
-  Berrut        K = N - 2     S = 2 stragglers (ApproxIFER's N = K + S)
-  LCC (d = 1)   K = N - 2     S = 2 (``--schemes`` must name it; inaccurate on a ReLU net)
-  ParM          K = N - 1     one parity worker (a parity model trained for that K)
-  learned       K = N - 2     the learned polynomial code (de = 1, dh = 2, R = 3);
-                              ``--learned_workdir`` serves another trained code
+* ``digits`` (default): the 8x8 digits models it trains itself into
+  ``--workdir`` (about a minute the first time). Every scheme gets the same N
+  worker actors (``--num_workers``, default 6) and K follows from N:
+  uncoded K = N, replication K = N / 2 (r = 2), Berrut and LCC K = N - 2
+  (S = 2), ParM K = N - 1 (one parity worker), the learned code of
+  configs/coder_digits.py K = N - 2 (R = 3).
+* ``fashion_mnist``: LeNet-5 workers at K = 8, as in the equal-resource work
+  (configs/eval_fmnist_equal.py): every coded scheme at N = K + S
+  (``--num_stragglers``, default 2): uncoded N = 8, Berrut N = 10, ParM N = 9
+  (its parity model, configs/parm_fmnist.py:k8), the learned polynomial code of
+  configs/coder_fmnist_k8_equal.py (R = 7, redeployed at N = K + S with new
+  worker points), and replication (N = 16, ``--schemes`` must name it).
+  ``--base_workdir``, ``--parm_workdir`` and ``--learned_workdir`` name trained
+  runs; missing ones are trained into ``--workdir`` first (the learned code:
+  about 20 minutes here).
 
-Two clients: the in-process one (``CodedService.submit`` in this process) for
-every scheme of ``--schemes``, and an HTTP one for those of
-``--http_schemes``: the same scheme behind Ray Serve (``jaxcoded.serving.http``,
-its own worker actors, one Serve app per scheme on 127.0.0.1), driven by an
-asynchronous httpx client with the same arrivals (one query per POST, bodies
-encoded beforehand). Every (scheme, client) pair takes turns with the others in
-``--rounds`` rounds, so that slow phases of a shared machine hit them alike;
-``--warmup_queries`` per pair are served first and discarded.
+Every scheme's service is up for the whole run (about 0.3 GB per worker
+actor), with the same open-loop Poisson arrivals of single queries at
+``--rate`` per second (ParM's method: arrivals do not wait for answers) and the
+same injected latency per worker call (``--latency``: a shifted exponential or
+a Pareto heavy tail, optionally slow workers and random deaths). Each (scheme,
+client) pair first serves ``--warmup_queries``, discarded; then the pairs take
+turns in ``--rounds`` rounds in a rotating order, so that slow phases of a
+shared machine hit them alike. ``--http_schemes`` also serves schemes behind
+Ray Serve (one app per scheme, its own worker actors) to an asynchronous httpx
+client with the same arrivals.
 
 Latency runs from a query's scheduled arrival to its answer (or its explicit
-error at the deadline), so batching waits, queueing and, over HTTP, the proxy
-and JSON count. The table gives p50, p99 and p99.9 with bootstrap 95%
-confidence intervals (a moving-block bootstrap over the queries in arrival
-order, ``--bootstrap_block`` queries per block, since latencies of neighbouring
-queries are correlated through the queues); p99.9 only where it rests on at
-least 20 samples above it (20,000 queries per row), otherwise the gaps use
-p99. The gap (tail - p50) of each scheme is divided by replication's of the
-same client, with its interval, and the last columns say whose tail intervals
-overlap. A second table gives what HTTP adds to p50 and p99 per scheme. Both
-are printed with the machine, the load average and the versions, and written
-to ``results.md`` and ``results.json`` in the workdir.
+error at the deadline). Statistics (``jaxcoded.serving.tails``): p50, p99 and
+p99.9 with bootstrap 95% intervals, percentile method, ``--bootstrap``
+resamples of a circular block bootstrap over the queries in arrival order
+(``--bootstrap_block`` queries per block; 1 is the i.i.d. bootstrap), seeded by
+``--seed``. The tail quantile of the gaps is p99.9 when every row has at least
+20 samples above it (20,000 queries per row), else p99; the table says how many
+samples the tail of each row rests on. For each scheme: its tail and its gap
+(tail - p50) divided by those of ``--reference`` (default uncoded) for the same
+client, with intervals (the two rows resampled independently), whether its
+tail interval is separated from the reference's, and which other schemes' tail
+intervals overlap its own. The environment table (machine, load average,
+versions) is printed first, then the settings and the tables, also written to
+``results.md``, ``results.json`` and ``latencies.npz`` in the workdir.
 
 "client stall" is the longest time the client process went without CPU (a
 watchdog thread's oversleep, or the submitting loop falling behind its
@@ -55,11 +66,9 @@ import asyncio
 import collections
 import dataclasses
 import gc
-import importlib.metadata
 import json
 import os
 import pathlib
-import platform
 import sys
 import threading
 import time
@@ -68,23 +77,54 @@ import numpy as np
 import ray
 from absl import app, flags, logging
 
-from configs import coder_digits, digits, parm_digits
+try:
+  import environment  # run as ``python bench/bench_serving.py``: bench/ is on sys.path
+except ImportError:  # imported from the repository root
+  from bench import environment
+from configs import coder_digits, coder_fmnist_k8_equal, digits, fashion_mnist_lenet, parm_digits
+from configs import parm_fmnist
 from jaxcoded import data, deployment, schemes, serving, stragglers, training
+from jaxcoded.schemes import points
+from jaxcoded.serving import tails
 
 SCHEMES = ("uncoded", "replication", "berrut", "lcc", "parm", "learned")
 CLIENTS = ("in-process", "HTTP")
 QUANTILES = (50.0, 99.0, 99.9)
-MIN_TAIL_SAMPLES = 20  # samples above a quantile for it to be reported
+FMNIST_K = 8  # the equal-resource work's K (configs/coder_fmnist_k8_equal.py)
 
 _WORKDIR = flags.DEFINE_string("workdir", "/tmp/bench_serving", "Trained models and results.")
+_DATASET = flags.DEFINE_enum(
+    "dataset", "digits", ["digits", "fashion_mnist"],
+    "digits: the small models trained here, N workers for every scheme; fashion_mnist: LeNet-5 "
+    "workers, K = 8, N = K + S per scheme (the equal-resource work).",
+)
 _SCHEMES = flags.DEFINE_list(
-    "schemes", "uncoded,replication,berrut,parm,learned", f"Schemes, among {SCHEMES}."
+    "schemes", None,
+    f"Schemes, among {SCHEMES} (default: uncoded,replication,berrut,parm,learned for digits; "
+    "uncoded,berrut,parm,learned for fashion_mnist, where replication takes 2K = 16 workers).",
 )
 _HTTP_SCHEMES = flags.DEFINE_list(
-    "http_schemes", "replication,learned",
+    "http_schemes", [],
     "Schemes also served over HTTP (Ray Serve, their own worker actors); empty: none.",
 )
-_NUM_WORKERS = flags.DEFINE_integer("num_workers", 6, "N worker actors for every scheme (even).")
+_REFERENCE = flags.DEFINE_string(
+    "reference", "uncoded", "The scheme whose tail and gap the others are divided by.")
+_NUM_WORKERS = flags.DEFINE_integer("num_workers", 6, "digits: N worker actors for every scheme.")
+_NUM_STRAGGLERS = flags.DEFINE_integer(
+    "num_stragglers", 2, "fashion_mnist: S; Berrut and the learned code get N = K + S workers.")
+_BASE_WORKDIR = flags.DEFINE_string(
+    "base_workdir", None, "fashion_mnist: the trained LeNet-5 (default <workdir>/base_fmnist).")
+_PARM_WORKDIR = flags.DEFINE_string(
+    "parm_workdir", None,
+    "fashion_mnist: ParM's trained parity model for K = 8 (default <workdir>/parm_fmnist_k8).",
+)
+_LEARNED_WORKDIR = flags.DEFINE_string(
+    "learned_workdir", None,
+    "The learned code to serve (a training.coder workdir). digits: N must be --num_workers "
+    "(default: configs/coder_digits.py, trained into <workdir>); fashion_mnist: a learned "
+    "polynomial code for K = 8, redeployed at N = K + S (default: configs/"
+    "coder_fmnist_k8_equal.py, trained into <workdir>/learned_fmnist_k8).",
+)
 _RATE = flags.DEFINE_float("rate", 100.0, "Poisson arrival rate, queries per second.")
 _NUM_QUERIES = flags.DEFINE_integer("num_queries", 3000, "Measured queries per scheme and client.")
 _LATENCY = flags.DEFINE_enum("latency", "pareto", ["exp", "pareto"], "Per-call latency model.")
@@ -96,10 +136,17 @@ _SLOW_EXTRA_S = flags.DEFINE_float("slow_extra_s", 0.05, "Their extra delay per 
 _DEATH = flags.DEFINE_float("death_probability", 0.0, "Per call: the worker process dies.")
 _MAX_WAIT_S = flags.DEFINE_float("max_wait_s", 0.02, "Longest wait for a group to fill, s.")
 _TIMEOUT_S = flags.DEFINE_float("timeout_s", 1.0, "A group's deadline after dispatch, s.")
-_WARMUP = flags.DEFINE_integer("warmup_queries", 100, "Unmeasured queries per pair first.")
+_WARMUP = flags.DEFINE_integer("warmup_queries", 200, "Unmeasured queries per pair first.")
 _ROUNDS = flags.DEFINE_integer("rounds", 10, "The pairs take turns, num_queries / rounds each.")
-_BOOTSTRAP = flags.DEFINE_integer("bootstrap", 1000, "Bootstrap resamples for the intervals.")
-_BLOCK = flags.DEFINE_integer("bootstrap_block", 50, "Queries per bootstrap block.")
+_BOOTSTRAP = flags.DEFINE_integer("bootstrap", 2000, "Bootstrap resamples for the intervals.")
+_BLOCK = flags.DEFINE_integer(
+    "bootstrap_block", 50, "Queries per block of the circular block bootstrap (1: i.i.d.).")
+_QUICK = flags.DEFINE_bool(
+    "quick", False,
+    "A 1-2 minute smoke run: 1000 queries per scheme in 4 rounds, 50 warm-up queries, 500 "
+    "resamples (flags given explicitly win). Its tail is p99 on 10 samples: too few to rank "
+    "schemes by.",
+)
 _MAX_STALL_MS = flags.DEFINE_float(
     "max_stall_ms", 50.0,
     "A segment during which the client process stalled longer (a busy shared machine) is served "
@@ -111,11 +158,6 @@ _ADDRESS = flags.DEFINE_string("address", None, "Ray cluster address (default: a
 _NUM_CPUS = flags.DEFINE_integer("num_cpus", 2, "CPUs of the local Ray instance.")
 _WORKER_CPUS = flags.DEFINE_float("worker_cpus", 0.0, "CPUs reserved per worker actor.")
 _HTTP_PORT = flags.DEFINE_integer("http_port", 0, "Serve's port on 127.0.0.1 (0: a free one).")
-_LEARNED_WORKDIR = flags.DEFINE_string(
-    "learned_workdir", None,
-    "Serve the learned code trained in this workdir (training.coder; N must be --num_workers) "
-    "instead of training configs/coder_digits.py.",
-)
 _FREEZE_GC = flags.DEFINE_bool(
     "freeze_gc", True,
     "gc.freeze() once the services are up (here and in the Serve replicas): the objects of the "
@@ -123,9 +165,27 @@ _FREEZE_GC = flags.DEFINE_bool(
     "the master for about 0.2 s here.",
 )
 
+_QUICK_SETTINGS = dict(num_queries=1000, rounds=4, warmup_queries=50, bootstrap=500)
+
+
+def _setting(name: str):
+  """A flag's value, or the --quick default where --quick is set and the flag was not given."""
+  flag = flags.FLAGS[name]
+  if _QUICK.value and not flag.present and name in _QUICK_SETTINGS:
+    return _QUICK_SETTINGS[name]
+  return flag.value
+
+
+def _schemes() -> list[str]:
+  if _SCHEMES.value is not None:
+    return [name for name in _SCHEMES.value if name]
+  if _DATASET.value == "fashion_mnist":
+    return ["uncoded", "berrut", "parm", "learned"]
+  return ["uncoded", "replication", "berrut", "parm", "learned"]
+
 
 # ---------------------------------------------------------------------------
-# The deployments at equal worker count.
+# The deployments: digits at equal worker count, Fashion-MNIST at K = 8, N = K + S.
 
 
 def _base_config():
@@ -162,8 +222,13 @@ def _learned_code(workdir: pathlib.Path, base_workdir: pathlib.Path, num_queries
   return code
 
 
+def _check_scheme(name: str) -> None:
+  if name not in SCHEMES:
+    raise app.UsageError(f"Unknown scheme {name!r}; use some of {SCHEMES}.")
+
+
 def build_deployments(names, num_workers: int, workdir: pathlib.Path) -> dict:
-  """name -> Deployment, every one with ``num_workers`` workers."""
+  """digits: name -> Deployment, every one with ``num_workers`` workers."""
   if num_workers < 4 or num_workers % 2:
     raise app.UsageError(f"--num_workers must be even and >= 4, got {num_workers}.")
   base_workdir = workdir / "base"
@@ -171,6 +236,7 @@ def build_deployments(names, num_workers: int, workdir: pathlib.Path) -> dict:
   n = num_workers
   built = {}
   for name in names:
+    _check_scheme(name)
     if name == "uncoded":
       built[name] = deployment.Deployment.homogeneous(
           f"uncoded K={n}", schemes.Uncoded.create(n), f, params)
@@ -195,13 +261,90 @@ def build_deployments(names, num_workers: int, workdir: pathlib.Path) -> dict:
         code = _learned_code(workdir / f"learned_k{n - 2}", base_workdir, n - 2, 2)
       built[name] = deployment.Deployment.learned(
           f"learned K={code.num_queries} R={code.recovery_threshold}", code)
-    else:
-      raise app.UsageError(f"Unknown scheme {name!r}; use some of {SCHEMES}.")
     if built[name].num_workers != n:
       raise app.UsageError(
           f"{built[name].name} has N = {built[name].num_workers} workers, not --num_workers={n}."
       )
   return built
+
+
+def _trained(workdir: pathlib.Path, config, what: str) -> pathlib.Path:
+  """``workdir`` once a finished run of ``config`` is there (trained first where it is not)."""
+  if not training.is_finished(workdir):
+    print(f"training {what} into {workdir} (not finished there yet)", flush=True)
+    training.train(config, workdir)
+  return workdir
+
+
+def build_fmnist_deployments(names, num_stragglers: int, workdir: pathlib.Path):
+  """fashion_mnist: name -> Deployment at K = 8, N = K + S; and notes on the trained parts."""
+  k, s = FMNIST_K, num_stragglers
+  if s < 1:
+    raise app.UsageError(f"--num_stragglers must be >= 1, got {s}.")
+  base_config = fashion_mnist_lenet.get_config()
+  base_config.progress_bar = False
+  base_workdir = pathlib.Path(_BASE_WORKDIR.value or workdir / "base_fmnist")
+  _trained(base_workdir, base_config, "the LeNet-5 base classifier")
+  model, _ = training.load_model(base_workdir)
+  f, params = training.parity.as_worker_fn(model)
+  notes = {"base": str(base_workdir)}
+  built = {}
+  for name in names:
+    _check_scheme(name)
+    if name == "uncoded":
+      built[name] = deployment.Deployment.homogeneous(
+          f"uncoded K={k} N={k}", schemes.Uncoded.create(k), f, params)
+    elif name == "replication":
+      built[name] = deployment.Deployment.homogeneous(
+          f"replication K={k} r=2 N={2 * k}", schemes.Replication.create(k, 1), f, params)
+    elif name == "berrut":
+      built[name] = deployment.Deployment.homogeneous(
+          f"Berrut K={k} S={s} N={k + s}", schemes.BerrutCode.create(k, s), f, params)
+    elif name == "lcc":
+      built[name] = deployment.Deployment.homogeneous(
+          f"LCC d=1 K={k} S={s} N={k + s}", schemes.LagrangeCode.create(k, s, degree=1), f,
+          params)
+    elif name == "parm":
+      config = parm_fmnist.get_config(f"k{k}")
+      config.base, config.base_workdir = base_config, str(base_workdir)
+      config.progress_bar = False
+      parm_workdir = pathlib.Path(_PARM_WORKDIR.value or workdir / f"parm_fmnist_k{k}")
+      if not _PARM_WORKDIR.value:
+        _trained(parm_workdir, config, "ParM's parity model")
+      parity_model, parity_config = training.parity.load(parm_workdir)
+      parity_fn, parity_params = training.parity.as_worker_fn(parity_model, parity_config.target)
+      built[name] = deployment.Deployment.parity(
+          f"ParM K={k} r=1 N={k + 1}", schemes.ParityCode.create(k), f, params, parity_fn,
+          parity_params)
+      notes["parm"] = f"{parm_workdir} (finished: {training.is_finished(parm_workdir)})"
+    elif name == "learned":
+      config = coder_fmnist_k8_equal.get_config()
+      config.base, config.base_workdir = base_config, str(base_workdir)
+      learned_workdir = pathlib.Path(_LEARNED_WORKDIR.value or workdir / f"learned_fmnist_k{k}")
+      if not _LEARNED_WORKDIR.value:
+        _trained(learned_workdir, config, "the learned polynomial code (about 20 minutes)")
+      code, code_config = training.coder.load(learned_workdir)
+      if code.num_queries != k or not isinstance(code, schemes.PolynomialCode):
+        raise app.UsageError(
+            f"{learned_workdir}: a learned polynomial code for K = {k} is needed, got "
+            f"{type(code).__name__} with K = {code.num_queries}.")
+      n, r = k + s, code.recovery_threshold
+      if n < r:
+        raise app.UsageError(f"The learned code needs N >= R = {r}; K + S = {n}.")
+      # As the equal-resource harness redeploys it (schemes.learned: deploy_at = "k_plus_s").
+      _, worker_points = points.default_points(k, n, code.worker_points[...].dtype)
+      code = code.with_worker_points(worker_points)
+      built[name] = deployment.Deployment.learned(f"learned K={k} R={r} N={n}", code)
+      step = _checkpoint_step(learned_workdir)
+      notes["learned"] = (
+          f"{learned_workdir} (finished: {training.is_finished(learned_workdir)}, step {step} "
+          f"of {code_config.num_steps})")
+  return built, notes
+
+
+def _checkpoint_step(workdir: pathlib.Path):
+  steps = [int(p.name) for p in (workdir / "checkpoints").glob("*") if p.name.isdigit()]
+  return max(steps) if steps else None
 
 
 def latency_profile(num_workers: int, seed: int) -> tuple[serving.WorkerLatency, ...]:
@@ -335,55 +478,23 @@ def serve_poisson_http(url: str, images, labels, rate: float, num_queries: int, 
 
 
 # ---------------------------------------------------------------------------
-# Statistics.
+# Statistics (jaxcoded.serving.tails).
 
 
-def bootstrap_quantiles(samples: np.ndarray, quantiles, num_resamples: int, block: int,
-                        seed: int) -> np.ndarray:
-  """(num_resamples, len(quantiles)) moving-block bootstrap replicates of the quantiles.
-
-  Each resample concatenates blocks of ``block`` consecutive samples (in
-  arrival order, wrapping around at the end: the circular block bootstrap,
-  which gives every sample the same weight) from random starts, to the
-  original length. Latencies of neighbouring queries are correlated through
-  the queues, which an i.i.d. bootstrap would ignore (its intervals would be
-  too narrow).
-  """
-  samples = np.asarray(samples, np.float64)
-  n = len(samples)
-  block = max(1, min(block, n))
-  num_blocks = -(-n // block)
-  rng = np.random.default_rng(seed)
-  out = np.empty((num_resamples, len(quantiles)))
-  offsets = np.arange(block)
-  for first in range(0, num_resamples, 64):
-    count = min(64, num_resamples - first)
-    starts = rng.integers(0, n, (count, num_blocks))
-    index = ((starts[:, :, None] + offsets) % n).reshape(count, -1)[:, :n]
-    out[first : first + count] = np.percentile(samples[index], quantiles, axis=1).T
-  return out
+def _key(q: float) -> str:
+  return f"p{q:g}".replace(".", "")
 
 
-def _interval(replicates: np.ndarray) -> tuple[float, float]:
-  low, high = np.percentile(replicates, [2.5, 97.5])
-  return float(low), float(high)
-
-
-def _overlap(a: tuple[float, float], b: tuple[float, float]) -> bool:
-  return a[0] <= b[1] and b[0] <= a[1]
-
-
-def tail_quantile(num_samples: int) -> float:
-  """99.9 when at least MIN_TAIL_SAMPLES samples lie above it, else 99."""
-  return 99.9 if num_samples * (1 - 0.999) >= MIN_TAIL_SAMPLES - 1e-9 else 99.0
-
-
-def summarize(name: str, client: str, run: dict, stats: dict, boot: np.ndarray) -> dict:
+def summarize(key: str, name: str, client: str, run: dict, stats: dict, workers: int,
+              boot: np.ndarray) -> dict:
+  """One row: counters, and each quantile with its interval and the samples above it."""
   latencies = run["latencies"]
   values = np.percentile(latencies, QUANTILES)
+  intervals = tails.percentile_interval(boot)
   answered = run["answered"]
   row = dict(
-      scheme=name, client=client, queries=len(latencies), answered=float(answered.mean()),
+      key=key, scheme=name, client=client, workers=workers, queries=len(latencies),
+      answered=float(answered.mean()),
       accuracy=float(run["correct"].sum() / max(1, answered.sum())),
       mean_ms=1e3 * float(np.mean(latencies)),
       throughput=float(answered.sum() / run["elapsed_s"]),
@@ -392,51 +503,57 @@ def summarize(name: str, client: str, run: dict, stats: dict, boot: np.ndarray) 
       client_stall_ms=1e3 * run["stall_s"], redone_segments=run["redone"],
       transport_errors=run["transport_errors"],
   )
-  for q, value, column in zip(QUANTILES, values, boot.T):
-    key = f"p{q:g}".replace(".", "")
-    row[f"{key}_ms"] = 1e3 * float(value)
-    row[f"{key}_ci_ms"] = [1e3 * v for v in _interval(column)]
+  for j, q in enumerate(QUANTILES):
+    row[f"{_key(q)}_ms"] = 1e3 * float(values[j])
+    row[f"{_key(q)}_ci_ms"] = [1e3 * float(v) for v in intervals[:, j]]
+    row[f"{_key(q)}_above"] = tails.samples_above(latencies, q)
   return row
 
 
-def analyse(rows: list[dict], boots: list[np.ndarray]) -> dict:
-  """Gaps, gap ratios to replication's (same client), overlaps, and what HTTP adds."""
-  tail = tail_quantile(min(r["queries"] for r in rows))
-  t = QUANTILES.index(tail)
-  tail_key = f"p{tail:g}".replace(".", "")
+def analyse(rows: list[dict], boots: list[np.ndarray], reference: str) -> dict:
+  """The tail quantile, tail and gap ratios to the reference (same client), overlaps, HTTP."""
+  tail = tails.tail_quantile(min(r["queries"] for r in rows), candidates=(99.9, 99.0))
+  t, key = QUANTILES.index(tail), _key(tail)
   for row, boot in zip(rows, boots):
     row["tail"] = f"p{tail:g}"
-    row["gap_ms"] = row[f"{tail_key}_ms"] - row["p50_ms"]
-    row["_gap_boot"] = 1e3 * (boot[:, t] - boot[:, 0])
-  for row in rows:
-    reference = next((r for r in rows if r["client"] == row["client"]
-                      and r["scheme"].startswith("replication")), None)
-    if reference is None:
-      row["gap_ratio"], row["gap_ratio_ci"] = None, None
-    else:
-      row["gap_ratio"] = row["gap_ms"] / reference["gap_ms"]
-      row["gap_ratio_ci"] = list(_interval(row["_gap_boot"] / reference["_gap_boot"]))
+    row["tail_rests_on"] = row[f"{key}_above"]
+    row["gap_ms"] = row[f"{key}_ms"] - row["p50_ms"]
+    row["gap_ci_ms"] = [1e3 * float(v) for v in
+                        tails.percentile_interval(tails.gap_replicates(boot, t))]
+  for row, boot in zip(rows, boots):
+    found = [(r, b) for r, b in zip(rows, boots)
+             if r["client"] == row["client"] and r["key"] == reference]
+    row["tail_ratio"] = row["tail_ratio_ci"] = row["gap_ratio"] = row["gap_ratio_ci"] = None
+    row["vs_reference"] = None
+    if found and found[0][0] is not row:
+      ref, ref_boot = found[0]
+      row["tail_ratio"] = row[f"{key}_ms"] / ref[f"{key}_ms"]
+      row["tail_ratio_ci"] = tails.percentile_interval(
+          tails.ratio_replicates(boot[:, t], ref_boot[:, t])).tolist()
+      row["gap_ratio"] = row["gap_ms"] / ref["gap_ms"]
+      row["gap_ratio_ci"] = tails.percentile_interval(tails.ratio_replicates(
+          tails.gap_replicates(boot, t), tails.gap_replicates(ref_boot, t))).tolist()
+      row["vs_reference"] = tails.compare(row[f"{key}_ci_ms"], ref[f"{key}_ci_ms"])
     row["tail_ci_overlaps"] = [
         other["scheme"] for other in rows if other is not row
         and other["client"] == row["client"]
-        and _overlap(row[f"{tail_key}_ci_ms"], other[f"{tail_key}_ci_ms"])
+        and tails.overlap(row[f"{key}_ci_ms"], other[f"{key}_ci_ms"])
     ]
   added = []
   for row, boot in zip(rows, boots):
     if row["client"] != "HTTP":
       continue
     for base, base_boot in zip(rows, boots):
-      if base["client"] == "in-process" and base["scheme"] == row["scheme"]:
+      if base["client"] == "in-process" and base["key"] == row["key"]:
         entry = dict(scheme=row["scheme"])
-        for q, key in ((0, "p50"), (1, "p99")):
-          entry[f"{key}_in_process_ms"] = base[f"{key}_ms"]
-          entry[f"{key}_http_ms"] = row[f"{key}_ms"]
-          entry[f"{key}_added_ms"] = row[f"{key}_ms"] - base[f"{key}_ms"]
-          entry[f"{key}_added_ci_ms"] = [1e3 * v for v in _interval(boot[:, q] - base_boot[:, q])]
+        for q, name in ((0, "p50"), (1, "p99")):
+          entry[f"{name}_in_process_ms"] = base[f"{name}_ms"]
+          entry[f"{name}_http_ms"] = row[f"{name}_ms"]
+          entry[f"{name}_added_ms"] = row[f"{name}_ms"] - base[f"{name}_ms"]
+          entry[f"{name}_added_ci_ms"] = [
+              1e3 * float(v) for v in tails.percentile_interval(boot[:, q] - base_boot[:, q])]
         added.append(entry)
-  for row in rows:
-    del row["_gap_boot"]
-  return dict(tail=f"p{tail:g}", http_added=added)
+  return dict(tail=f"p{tail:g}", reference=reference, http_added=added)
 
 
 def markdown_table(header: list[str], rows: list[list]) -> str:
@@ -445,31 +562,69 @@ def markdown_table(header: list[str], rows: list[list]) -> str:
   return "\n".join(lines)
 
 
-def _ci(value: float, interval) -> str:
-  return f"{value:.1f} [{interval[0]:.1f}, {interval[1]:.1f}]"
+def _ci(value: float, interval, digits: int = 1) -> str:
+  return f"{value:.{digits}f} [{interval[0]:.{digits}f}, {interval[1]:.{digits}f}]"
 
 
-def markdown(rows: list[dict], analysis: dict) -> str:
-  tail = analysis["tail"]
+_VERDICT = {"lower": "yes, lower", "higher": "yes, higher", "overlap": "no (overlap)"}
+
+
+def _samples(count: int) -> str:
+  return f"{count} sample" + ("" if count == 1 else "s")
+
+
+def markdown(rows: list[dict], analysis: dict, settings: dict) -> str:
+  tail, reference = analysis["tail"], analysis["reference"]
+  ref_names = {r["client"]: r["scheme"] for r in rows if r["key"] == reference}
+  ref_short = ref_names.get("in-process", reference).split(" ")[0]
+  needed = tails.required_samples(99.9)
   table = []
   for r in rows:
-    p999 = (_ci(r["p999_ms"], r["p999_ci_ms"]) if tail == "p99.9"
-            else f"— ({r['queries']} < {int(MIN_TAIL_SAMPLES / 0.001)})")
-    ratio = ("-" if r["gap_ratio"] is None else
-             f"{r['gap_ratio']:.2f} [{r['gap_ratio_ci'][0]:.2f}, {r['gap_ratio_ci'][1]:.2f}]")
-    overlaps = ", ".join(name.split(" ")[0] for name in r["tail_ci_overlaps"]) or "none"
+    if tail == "p99.9":
+      p999 = _ci(r["p999_ms"], r["p999_ci_ms"])
+    else:
+      p999 = f"— ({r['p999_above']} above; {needed} queries needed)"
+    is_ref = r["key"] == reference
     table.append([
         r["scheme"], r["client"], r["queries"], _ci(r["p50_ms"], r["p50_ci_ms"]),
-        _ci(r["p99_ms"], r["p99_ci_ms"]), p999, f"{r['gap_ms']:.1f}", ratio, overlaps,
+        _ci(r["p99_ms"], r["p99_ci_ms"]), p999, r["tail_rests_on"],
+        _ci(r["gap_ms"], r["gap_ci_ms"]),
+        "reference" if is_ref else ("-" if r["tail_ratio"] is None
+                                    else _ci(r["tail_ratio"], r["tail_ratio_ci"], 2)),
+        "reference" if is_ref else ("-" if r["gap_ratio"] is None
+                                    else _ci(r["gap_ratio"], r["gap_ratio_ci"], 2)),
+        "reference" if is_ref else _VERDICT.get(r["vs_reference"], "-"),
+        ", ".join(name.split(" ")[0] for name in r["tail_ci_overlaps"]) or "none",
         f"{r['throughput']:.1f}", f"{r['answered']:.4f}", f"{r['accuracy']:.3f}", r["groups"],
         f"{r['worker_failures']}/{r['worker_restarts']}", f"{r['client_stall_ms']:.0f}",
         r["redone_segments"],
     ])
-  text = markdown_table(
+  queries = min(r["queries"] for r in rows)
+  if tail == "p99.9":
+    why = (f"p99.9: every row has >= {queries} queries, at least {tails.MIN_TAIL_SAMPLES} "
+           "samples above its p99.9")
+  else:
+    why = (f"p99, not p99.9: {queries} queries per row put only "
+           f"{_samples(tails.expected_above(queries, 99.9))} above p99.9 (p99.9 needs {needed}); "
+           f"p99 rests on {tails.expected_above(queries, 99.0)}"
+           + ("" if tails.expected_above(queries, 99.0) >= tails.MIN_TAIL_SAMPLES else
+              f", fewer than {tails.MIN_TAIL_SAMPLES}: read the p99 columns as indicative only"))
+  block = settings["bootstrap_block"]
+  text = "\n".join([
+      f"Tail quantile of the gaps: {why}. \"{tail} rests on\": samples above it in that row.",
+      f"Intervals: 95% bootstrap, percentile method, {settings['bootstrap']} resamples, "
+      + ("i.i.d." if block == 1 else f"circular blocks of {block} consecutive queries")
+      + f", seed {settings['seed']} + row index. Ratios: the row's {tail} (or gap {tail} - p50) "
+      f"over {ref_short}'s of the same client, from independent resamples; \"separated\": the "
+      f"two {tail} intervals do not overlap.",
+      "",
+  ])
+  text += markdown_table(
       ["scheme", "client", "queries", "p50 ms [95% CI]", "p99 ms [95% CI]", "p99.9 ms [95% CI]",
-       f"gap {tail}-p50 ms", "gap / replication's [95% CI]", f"{tail} CI overlaps",
-       "answers/s", "answered", "accuracy", "groups", "failures/restarts", "client stall ms",
-       "redone"],
+       f"{tail} rests on", f"gap {tail}-p50 ms [95% CI]", f"{tail} / {ref_short}'s [95% CI]",
+       f"gap / {ref_short}'s [95% CI]", f"{tail} separated from {ref_short}?",
+       f"{tail} CI overlaps", "answers/s", "answered", "accuracy", "groups",
+       "failures/restarts", "client stall ms", "redone"],
       table,
   )
   if analysis["http_added"]:
@@ -485,39 +640,17 @@ def markdown(rows: list[dict], analysis: dict) -> str:
   return text
 
 
-def environment() -> dict:
-  """The machine, its load and the versions, for the table's header."""
-  cpu = platform.processor() or platform.machine()
-  try:
-    with open("/proc/cpuinfo") as f:
-      cpu = next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")),
-                 cpu)
-  except OSError:
-    pass
-  try:
-    memory_gib = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
-  except (ValueError, OSError, AttributeError):
-    memory_gib = float("nan")
-  versions = {}
-  for package in ("jaxcoded", "jax", "jaxlib", "flax", "numpy", "ray", "httpx"):
-    try:
-      versions[package] = importlib.metadata.version(package)
-    except importlib.metadata.PackageNotFoundError:
-      pass
-  versions["python"] = platform.python_version()
-  return dict(cpu=cpu, cores=os.cpu_count(), memory_gib=round(memory_gib, 1),
-              os=platform.platform(), versions=versions)
-
-
-def _header(env: dict, loads: list[float], command: str, settings: dict) -> str:
-  versions = ", ".join(f"{k} {v}" for k, v in env["versions"].items())
-  return "\n".join([
+def _header(loads: list[float], command: str, settings: dict, notes: dict) -> str:
+  lines = [
       f"Command: `{command}`",
-      f"Machine: {env['cpu']}, {env['cores']} cores, {env['memory_gib']} GiB, {env['os']}",
+      "",
       f"Load average (1 min) during the run: {min(loads):.1f} to {max(loads):.1f}",
-      f"Versions: {versions}",
-      f"Settings: {json.dumps(settings)}",
-  ])
+      "",
+      f"Settings: `{json.dumps(settings)}`",
+  ]
+  if notes:
+    lines += ["", "Trained parts: " + "; ".join(f"{k}: {v}" for k, v in notes.items())]
+  return "\n".join(lines)
 
 
 # ---------------------------------------------------------------------------
@@ -545,21 +678,32 @@ def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"Unexpected arguments: {' '.join(argv[1:])}")
   logging.set_verbosity(logging.WARNING)
+  print(environment.markdown(), flush=True)
   workdir = pathlib.Path(_WORKDIR.value)
   workdir.mkdir(parents=True, exist_ok=True)
-  n = _NUM_WORKERS.value
-  rounds = _ROUNDS.value
-  if rounds < 1 or _NUM_QUERIES.value < rounds:
+  num_queries, rounds = _setting("num_queries"), _setting("rounds")
+  warmup, num_resamples = _setting("warmup_queries"), _setting("bootstrap")
+  if rounds < 1 or num_queries < rounds:
     raise app.UsageError("--rounds must be >= 1 and at most --num_queries.")
+  keys = _schemes()
   http_keys = [name for name in _HTTP_SCHEMES.value if name]
-  unknown = set(http_keys) - set(SCHEMES)
+  unknown = set(http_keys + keys) - set(SCHEMES)
   if unknown:
-    raise app.UsageError(f"--http_schemes: unknown {sorted(unknown)}; use some of {SCHEMES}.")
-  deployments = build_deployments(list(dict.fromkeys(_SCHEMES.value + http_keys)), n, workdir)
-  pairs = [(key, "in-process") for key in _SCHEMES.value] + [(key, "HTTP") for key in http_keys]
-  test = data.load("digits", "test", seed=None)
-  env = environment()
+    raise app.UsageError(f"Unknown schemes {sorted(unknown)}; use some of {SCHEMES}.")
+  if _REFERENCE.value not in keys:
+    raise app.UsageError(f"--reference={_REFERENCE.value} is not among the schemes {keys}.")
+  names = list(dict.fromkeys(keys + http_keys))
+  if _DATASET.value == "fashion_mnist":
+    deployments, notes = build_fmnist_deployments(names, _NUM_STRAGGLERS.value, workdir)
+  else:
+    deployments, notes = build_deployments(names, _NUM_WORKERS.value, workdir), {}
+  pairs = [(key, "in-process") for key in keys] + [(key, "HTTP") for key in http_keys]
+  test = data.load(_DATASET.value, "test", seed=None)
   loads = [os.getloadavg()[0]]
+  total = len(pairs) * (num_queries + warmup) / _RATE.value
+  print(f"{len(pairs)} (scheme, client) pairs x ({warmup} warm-up + {num_queries}) queries at "
+        f"{_RATE.value:g}/s: about {total / 60:.1f} minutes of arrivals, "
+        f"{sum(d.num_workers for d in deployments.values())} worker actors", flush=True)
   if _ADDRESS.value:
     ray.init(address=_ADDRESS.value)
   else:
@@ -570,16 +714,19 @@ def main(argv):
   seeds = {key: _SEED.value + index for index, key in enumerate(deployments)}
   options = dict(max_wait_s=_MAX_WAIT_S.value, timeout_s=_TIMEOUT_S.value,
                  worker_options={"num_cpus": _WORKER_CPUS.value})
+  started_run = time.monotonic()
+  startup_s = float("nan")
   try:
     # Every service stays up for the whole run; a scheme's HTTP copy has the
     # same injected latencies (same seed) on its own worker actors.
-    for key in _SCHEMES.value:
+    for key in keys:
       started = time.monotonic()
+      d = deployments[key]
       services[key] = serving.CodedService.start(
-          deployments[key], input_shape=test.image_shape, latency=latency_profile(n, seeds[key]),
+          d, input_shape=test.image_shape, latency=latency_profile(d.num_workers, seeds[key]),
           **options,
       )
-      print(f"{deployments[key].name}: {n} workers ready in {time.monotonic() - started:.1f} s",
+      print(f"{d.name}: {d.num_workers} workers ready in {time.monotonic() - started:.1f} s",
             flush=True)
     if http_keys:
       from jaxcoded.serving import http  # pylint: disable=g-import-not-at-top
@@ -587,8 +734,8 @@ def main(argv):
       started = time.monotonic()
       server = http.start(
           {key: http.build_app(deployments[key], input_shape=test.image_shape,
-                               latency=latency_profile(n, seeds[key]), freeze_gc=_FREEZE_GC.value,
-                               **options) for key in http_keys},
+                               latency=latency_profile(deployments[key].num_workers, seeds[key]),
+                               freeze_gc=_FREEZE_GC.value, **options) for key in http_keys},
           port=_HTTP_PORT.value or http.free_port(),
       )
       print(f"HTTP ({', '.join(server.urls.values())}): ready in "
@@ -596,24 +743,25 @@ def main(argv):
     if _FREEZE_GC.value:
       gc.collect()
       gc.freeze()
+    startup_s = time.monotonic() - started_run
 
-    def serve(pair, num_queries, seed):
+    def serve(pair, count, seed):
       key, client = pair
       if client == "HTTP":
         return serve_poisson_http(server.urls[key], test.images, test.labels, _RATE.value,
-                                  num_queries, seed)
-      return serve_poisson(services[key], test.images, test.labels, _RATE.value, num_queries,
-                           seed)
+                                  count, seed)
+      return serve_poisson(services[key], test.images, test.labels, _RATE.value, count, seed)
 
     def counters(pair):
       key, client = pair
       return server.stats(key) if client == "HTTP" else services[key].stats()
 
-    for pair in pairs:
-      serve(pair, _WARMUP.value, _SEED.value)
-    per_round = _NUM_QUERIES.value // rounds
+    if warmup:
+      for pair in pairs:  # served and discarded
+        serve(pair, warmup, _SEED.value)
+    per_round = num_queries // rounds
     print(f"serving {per_round * rounds} queries per scheme and client at {_RATE.value:g}/s in "
-          f"{rounds} rounds", flush=True)
+          f"{rounds} rounds (after {warmup} warm-up queries each, discarded)", flush=True)
     max_stall_s = _MAX_STALL_MS.value / 1e3
     for r in range(rounds):
       for pair in pairs[r % len(pairs):] + pairs[: r % len(pairs)]:
@@ -630,7 +778,8 @@ def main(argv):
         segments[pair].append(run)
         stats[pair].update(_stats_delta(counters(pair), before))
       loads.append(os.getloadavg()[0])
-      print(f"  round {r + 1}/{rounds} done (load average {loads[-1]:.1f})", flush=True)
+      print(f"  round {r + 1}/{rounds} done (load average {loads[-1]:.1f}, "
+            f"{(time.monotonic() - started_run) / 60:.1f} min)", flush=True)
   finally:
     for service in services.values():
       service.shutdown()
@@ -638,32 +787,42 @@ def main(argv):
       server.shutdown()
     gc.unfreeze()
     ray.shutdown()
+  settings = dict(
+      dataset=_DATASET.value, schemes=keys, reference=_REFERENCE.value,
+      workers={key: d.num_workers for key, d in deployments.items()},
+      num_stragglers=_NUM_STRAGGLERS.value if _DATASET.value == "fashion_mnist" else None,
+      rate=_RATE.value, num_queries=per_round * rounds, rounds=rounds,
+      latency=_LATENCY.value, base_s=_BASE_S.value, exp_mean_s=_EXP_MEAN_S.value,
+      alpha=_ALPHA.value, slow_workers=_SLOW.value, slow_extra_s=_SLOW_EXTRA_S.value,
+      death_probability=_DEATH.value, max_wait_s=_MAX_WAIT_S.value, timeout_s=_TIMEOUT_S.value,
+      warmup_queries=warmup, seed=_SEED.value, address=_ADDRESS.value,
+      freeze_gc=_FREEZE_GC.value, max_stall_ms=_MAX_STALL_MS.value, max_redos=_MAX_REDOS.value,
+      bootstrap=num_resamples, bootstrap_block=_BLOCK.value, http_schemes=http_keys,
+      quick=_QUICK.value,
+  )
   rows, boots, raw = [], [], {}
   for index, pair in enumerate(pairs):
     merged = _merge(segments[pair])
     raw[f"{pair[0]}_{pair[1].replace('-', '_')}"] = merged["latencies"]
-    boot = bootstrap_quantiles(merged["latencies"], QUANTILES, _BOOTSTRAP.value, _BLOCK.value,
-                               _SEED.value + index)
-    rows.append(summarize(deployments[pair[0]].name, pair[1], merged, stats[pair], boot))
+    boot = tails.bootstrap_quantiles(merged["latencies"], QUANTILES, num_resamples,
+                                     seed=_SEED.value + index, block=_BLOCK.value)
+    rows.append(summarize(pair[0], deployments[pair[0]].name, pair[1], merged, stats[pair],
+                          deployments[pair[0]].num_workers, boot))
     boots.append(boot)
-  analysis = analyse(rows, boots)
-  settings = dict(
-      num_workers=n, rate=_RATE.value, num_queries=per_round * rounds, rounds=rounds,
-      latency=_LATENCY.value, base_s=_BASE_S.value, exp_mean_s=_EXP_MEAN_S.value,
-      alpha=_ALPHA.value, slow_workers=_SLOW.value, slow_extra_s=_SLOW_EXTRA_S.value,
-      death_probability=_DEATH.value, max_wait_s=_MAX_WAIT_S.value, timeout_s=_TIMEOUT_S.value,
-      warmup_queries=_WARMUP.value, seed=_SEED.value, address=_ADDRESS.value,
-      freeze_gc=_FREEZE_GC.value, max_stall_ms=_MAX_STALL_MS.value, max_redos=_MAX_REDOS.value,
-      bootstrap=_BOOTSTRAP.value, bootstrap_block=_BLOCK.value, http_schemes=http_keys,
-      learned_workdir=_LEARNED_WORKDIR.value,
-  )
+  analysis = analyse(rows, boots, _REFERENCE.value)
   command = "python " + " ".join(sys.argv)
-  report = _header(env, loads, command, settings) + "\n\n" + markdown(rows, analysis)
+  minutes = (time.monotonic() - started_run) / 60
+  report = "\n\n".join([
+      environment.markdown().rstrip(),
+      _header(loads, command, settings, notes) + f"\n\nWall time: {minutes:.1f} min "
+      f"({startup_s / 60:.1f} min starting the services)",
+      markdown(rows, analysis, settings),
+  ])
   print("\n" + report)
   (workdir / "results.md").write_text(report + "\n")
   (workdir / "results.json").write_text(json.dumps(
-      dict(settings=settings, environment=env, load_average=loads, command=command, rows=rows,
-           **analysis), indent=2))
+      dict(settings=settings, environment=environment.describe(), load_average=loads,
+           command=command, notes=notes, rows=rows, **analysis), indent=2))
   np.savez_compressed(workdir / "latencies.npz", **raw)  # seconds, in arrival order
   print(f"\nwrote {workdir / 'results.md'}, results.json and latencies.npz")
 

@@ -82,8 +82,8 @@ def get_config(variant: str | None = None) -> ml_collections.ConfigDict:
   add_scheme(config, "replication", "replication")
   add_scheme(config, "LCC (d=1)", "lcc", degree=1)
   add_scheme(config, "Berrut", "berrut")
-  # LeTCC's smoothing splines, smoothing fitted on held-out train images (docs/spline.md).
-  add_scheme(config, "spline (LeTCC)", "spline", encoder_smoothing=1e-4, decoder_smoothing=1e-4)
+  # LeTCC's smoothing splines, both fitted per (K, N, S) on held-out train images (docs/spline.md).
+  add_scheme(config, "spline (LeTCC)", "spline", smoothing="fit")
   add_scheme(config, "Berrut, 1 Byzantine", "byzantine_berrut", num_adversaries=1,
              adversary="random")
   add_scheme(config, "ParM", "parm", config=parity, workdir="")

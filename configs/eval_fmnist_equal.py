@@ -60,7 +60,7 @@ def get_config(variant: str | None = None) -> ml_collections.ConfigDict:
   add_scheme(config, "replication", "replication")
   add_scheme(config, "LCC (d=1)", "lcc", degree=1, **budgets)
   add_scheme(config, "Berrut", "berrut", **budgets)
-  add_scheme(config, "spline (LeTCC)", "spline", encoder_smoothing=1e-4, decoder_smoothing=1e-4,
+  add_scheme(config, "spline (LeTCC)", "spline", smoothing="fit",
              **budgets)
   add_scheme(config, "ParM", "parm", config=parm_fmnist.get_config(variant), workdir="", **budgets)
   add_scheme(config, "learned polynomial", "learned", config=polynomial, workdir="",

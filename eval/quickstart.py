@@ -4,11 +4,12 @@ r"""The main job on the embedded default: train, then compare every scheme under
 
 On scikit-learn's 8x8 digits (shipped with the package, nothing to download):
 
-1. trains the base classifier f (an MLP), ParM's parity model and two
-   learned polynomial codes (R = 3 and R = 5) into ``WORKDIR`` (a finished
-   run there is reused, an interrupted one resumed);
+1. trains the base classifier f (a small CNN), ParM's parity model and a
+   learned polynomial code (R = 3) into ``WORKDIR`` (a finished run there is
+   reused, an interrupted one resumed);
 2. serves the test set in groups of K = 4 with every scheme (uncoded,
-   replication, LCC, Berrut, Byzantine Berrut, ParM, the learned codes) and
+   replication, LCC, Berrut, the spline code, Byzantine Berrut, ParM, the
+   learned code; coded schemes at N = K + S) and
    evaluates S = 0..3 stragglers over shared masks (all of them when few,
    else a random sample; plus latency-driven deadline masks);
 3. prints the Markdown table and writes ``results.json``, ``results.md`` and

@@ -40,6 +40,9 @@ def test_quickstart_then_evaluate_reuses_trained_parts(tmp_path):
   assert ("uncoded", 0) in schemes_seen and ("LCC (d=1)", 1) in schemes_seen
   assert ("ParM", 1) in schemes_seen and ("learned (R=3)", 1) in schemes_seen
   assert (tmp_path / "accuracy_vs_stragglers.png").exists()
+  fitted = [r["settings"] for r in first["results"] if r["scheme"] == "spline (LeTCC)"]
+  assert fitted and all(f["smoothing"] == "fitted" and f["fit_images"] > 0 for f in fitted)
+  assert "Chosen settings" in out
 
   parity_done = tmp_path / "trained" / "ParM" / "final_metrics.json"
   mtime = parity_done.stat().st_mtime

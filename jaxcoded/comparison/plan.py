@@ -77,6 +77,9 @@ def check_config(config: ml_collections.ConfigDict) -> None:
   if not stragglers or any(not is_int(s) or s < 0 for s in stragglers):
     raise ValueError(f"config.stragglers must be integers >= 0, got {stragglers!r}.")
   workers.mesh_for_config(config.get("mesh_devices"))
+  held_out = config.get("held_out_images")
+  if held_out is not None and (not is_int(held_out) or held_out < 1):
+    raise ValueError(f"config.held_out_images must be an integer >= 1, got {held_out!r}.")
   if not config.schemes:
     raise ValueError("config.schemes is empty: nothing to compare.")
   for name, entry in config.schemes.items():

@@ -39,6 +39,10 @@ def _rmse(record: dict[str, Any]) -> str:
   return "—" if value is None else f"{value:.3f}"
 
 
+def _setting(value) -> str:
+  return f"{value:.3g}" if isinstance(value, float) else str(value)
+
+
 def jsonable(value):
   """``json.dumps(default=...)`` for numpy scalars and arrays."""
   if isinstance(value, (np.integer,)):
@@ -74,6 +78,14 @@ def format_results(results: dict[str, Any]) -> str:
       ["scheme", "S", "N", "R", "N/K", "accuracy (mean ± std)", "worst mask", "agreement with f",
        "degraded", "answered", "master / f", "worker / f", "compute / query", "RMSE vs f",
        "decode µs/group", "masks"], rows))
+  chosen = [(r["scheme"], r["S"], r["N"], r["settings"]) for r in results["results"]
+            if r.get("settings")]
+  if chosen:
+    lines += ["", "Chosen settings (fitted on held-out training images where it says so):", ""]
+    lines.append(markdown_table(
+        ["scheme", "S", "N", "settings"],
+        [[name, s, n, ", ".join(f"{key} = {_setting(value)}" for key, value in settings.items())]
+         for name, s, n, settings in chosen]))
   if results.get("deadline"):
     model = results.get("deadline_model", "shifted_exponential").replace("_", "-")
     lines += ["", f"Deadline masks ({model} latencies, fixed deadline):", ""]

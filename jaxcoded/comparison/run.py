@@ -71,7 +71,9 @@ def run_comparison(
 
   load_args = dict(data_dir=config.get("data_dir"), source=config.get("data_source") or "auto")
   test = data.load(config.dataset, "test", seed=None, **load_args)
-  train_labels = data.load(config.dataset, "train", seed=None, **load_args).labels
+  train = data.load(config.dataset, "train", seed=None, **load_args)
+  train_labels = train.labels
+  held_out = held_out_images(train.images, config.get("held_out_images"))
   k = config.num_queries
   groups, group_labels = metrics.make_groups(test.images, test.labels, k)
   if config.get("max_groups"):
@@ -92,7 +94,8 @@ def run_comparison(
 
   def context(name, entry):
     return registry.BuildContext(k, base_task, test.num_classes, train_labels,
-                                 trained=parts.get(name, entry))
+                                 trained=parts.get(name, entry), held_out_images=held_out,
+                                 seed=config.seed)
 
   bank = masks_lib.MaskBank(config.seed, config.masks.num_random, config.masks.exhaustive_limit)
   mesh = workers.mesh_for_config(config.get("mesh_devices"))
@@ -131,7 +134,8 @@ def run_comparison(
                     R=sizes.recovery_threshold, redundancy=sizes.num_workers / k,
                     adversary=entry.get("adversary"),
                     num_adversaries=entry.get("num_adversaries") or 0,
-                    masks_fingerprint=masks_lib.fingerprint(masks), **load, **summary)
+                    masks_fingerprint=masks_lib.fingerprint(masks),
+                    settings=served.scheme.settings(), **load, **summary)
       if s == "deadline":
         deadline_records.append(dict(
             designed_for_S=plan.deadline_design_stragglers(entry, config),
@@ -160,6 +164,19 @@ def run_comparison(
   log(f"wrote {workdir / 'results.json'}, results.md and {len(results['plots'])} plots "
       f"in {results['seconds']:.0f} s")
   return results
+
+
+def held_out_images(train_images: np.ndarray, count: int | None = None) -> np.ndarray:
+  """The last ``count`` training images (default: 4000, at most a quarter of the split).
+
+  What schemes that fit settings on data see (``BuildContext.held_out_images``):
+  never the test split, and no labels.
+  """
+  if count is None:
+    count = min(4000, len(train_images) // 4)
+  if not isinstance(count, (int, np.integer)) or isinstance(count, bool) or count < 1:
+    raise ValueError(f"config.held_out_images must be an integer >= 1, got {count!r}.")
+  return np.asarray(train_images[-min(int(count), len(train_images)):])
 
 
 def _deadline_model(deadline: ml_collections.ConfigDict) -> stragglers.LatencyModel:

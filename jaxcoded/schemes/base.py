@@ -193,6 +193,13 @@ class Scheme(abc.ABC):
     scheme = cls.create(ctx.num_queries, num_stragglers, **cls.options_of(entry))
     return (scheme, *scheme.worker_tasks(ctx.base_task))
 
+  def settings(self) -> dict[str, Any]:
+    """The scheme's chosen parameters, stored with its results (e.g. fitted smoothings).
+
+    Plain Python values (JSON-serialisable); the default has none.
+    """
+    return {}
+
   @classmethod
   def resized_by(cls, entry) -> bool:
     """Whether a config entry asks for a new deployment at each S (fixed-N kinds: no)."""

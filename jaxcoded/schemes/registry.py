@@ -40,6 +40,10 @@ class BuildContext:
     train_labels: labels of the training split (uncoded's majority fallback).
     trained: the entry's trained part, for kinds that train one (the parity
       model as a ``WorkerTask``, or the learned code itself).
+    held_out_images: (M, ...) images of the training split that the
+      evaluation never sees, for kinds that fit settings on data (the spline
+      code's smoothings); None when the caller has none.
+    seed: the comparison's seed (for the masks of such a fit).
   """
 
   num_queries: int
@@ -47,6 +51,8 @@ class BuildContext:
   num_classes: int | None = None
   train_labels: np.ndarray | None = None
   trained: Any = None
+  held_out_images: np.ndarray | None = None
+  seed: int = 0
 
 
 Built = tuple[base.Scheme, tuple[base.WorkerTask, ...], tuple[int, ...]]

@@ -39,7 +39,7 @@ from jax.typing import ArrayLike, DTypeLike
 from jaxcoded import interp, stragglers
 from jaxcoded.schemes import base, points, registry
 
-__all__ = ["DEFAULT_GRID", "SmoothingFit", "SplineCode", "fit_smoothing"]
+__all__ = ["DEFAULT_GRID", "SmoothingFit", "SplineCode", "fit_smoothing", "fitted_code"]
 
 # 0 (interpolation) and a log grid; for nodes on [-1, 1] with spacing h ~ 2 / N
 # the smoothing starts to act around h^3 ~ 1e-3 (interp.smoothing_spline_matrix).
@@ -80,17 +80,29 @@ class SplineCode(base.Scheme):
     decoder_smoothing: scalar lam_d >= 0 of the decoder spline (through the
       available outputs at b_n, evaluated at a_k).
 
+    chosen_by: how the smoothings were chosen, as (key, value) pairs
+      (static, not a leaf): empty when given; ``fitted_code`` records the fit
+      (held-out images, masks, RMSE). Reported by ``settings()``.
+
   Both smoothings are pytree leaves: one compiled pipeline serves every value,
   and they can be vmapped over or differentiated.
+
+  A config entry (kind "spline") either gives ``encoder_smoothing`` and
+  ``decoder_smoothing`` or sets ``smoothing = "fit"``: then both are fitted
+  for each (K, N, S) with ``fit_smoothing`` on the held-out training images
+  of the build context (``fit_masks`` random masks per grid point, default 16;
+  ``fit_images``: how many of them, default all), and stored with the results.
   """
 
   data_points: jax.Array
   worker_points: jax.Array
   encoder_smoothing: jax.Array
   decoder_smoothing: jax.Array
+  chosen_by: tuple[tuple[str, Any], ...] = dataclasses.field(
+      default=(), metadata=dict(static=True)
+  )
 
-  # A config entry of kind "spline" may set these (``registry``; fit them per
-  # (K, S) with ``fit_smoothing``).
+  # A config entry of kind "spline" may set these (``registry``).
   config_options = ("encoder_smoothing", "decoder_smoothing")
 
   @staticmethod
@@ -138,10 +150,53 @@ class SplineCode(base.Scheme):
 
   @classmethod
   def check_config(cls, entry, num_queries: int, stragglers) -> None:
-    """Raises ValueError for an entry with bad sizes or smoothing values."""
+    """Raises ValueError for an entry with bad sizes, smoothing values or fit options."""
     cls.sizes_for(num_queries, max(stragglers))
+    smoothing = entry.get("smoothing")
+    if smoothing is not None:
+      if smoothing != "fit":
+        raise ValueError(
+            f"SplineCode: smoothing must be \"fit\" (fit both per (K, N, S) on held-out "
+            f"data) or left out (give encoder_smoothing and decoder_smoothing), got {smoothing!r}."
+        )
+      given = sorted(cls.options_of(entry))
+      if given:
+        raise ValueError(f"SplineCode: smoothing = \"fit\" fits {' and '.join(given)}; "
+                         "do not give them too.")
+    elif entry.get("fit_masks") is not None or entry.get("fit_images") is not None:
+      raise ValueError('SplineCode: fit_masks / fit_images need smoothing = "fit".')
+    for name in ("fit_masks", "fit_images"):
+      value = entry.get(name)
+      if value is not None and (not isinstance(value, (int, np.integer)) or isinstance(value, bool)
+                                or value < 1):
+        raise ValueError(f"SplineCode: {name} must be an integer >= 1, got {value!r}.")
     for name, value in cls.options_of(entry).items():
       _check_smoothing_value(value, name, "SplineCode")
+
+  @classmethod
+  def from_config(cls, entry, num_stragglers: int, ctx):
+    """The code of a config entry at S stragglers, its smoothings given or fitted (see class)."""
+    if entry.get("smoothing") != "fit":
+      return super().from_config(entry, num_stragglers, ctx)
+    if ctx.held_out_images is None or ctx.base_task is None:
+      raise ValueError('SplineCode: smoothing = "fit" needs held-out training images and the '
+                       "base classifier in the build context (the comparison provides both).")
+    images = np.asarray(ctx.held_out_images)
+    if entry.get("fit_images"):
+      images = images[-int(entry.fit_images):]
+    key = jax.random.fold_in(jax.random.key(ctx.seed), 1000 * ctx.num_queries + num_stragglers)
+    fit = fit_smoothing(ctx.base_task.fn, ctx.base_task.params, images, ctx.num_queries,
+                        num_stragglers, num_masks=int(entry.get("fit_masks") or 16), key=key)
+    scheme = fitted_code(fit, ctx.num_queries, num_stragglers, num_images=len(images),
+                         num_masks=int(entry.get("fit_masks") or 16))
+    return (scheme, *scheme.worker_tasks(ctx.base_task))
+
+  def settings(self) -> dict[str, Any]:
+    """The two smoothings (and, when fitted, how): stored with the results."""
+    chosen = dict(encoder_smoothing=float(self.encoder_smoothing),
+                  decoder_smoothing=float(self.decoder_smoothing))
+    chosen.update(dict(self.chosen_by) or dict(smoothing="given"))
+    return chosen
 
   @property
   def sizes(self) -> base.SchemeSizes:
@@ -203,6 +258,17 @@ class SmoothingFit(NamedTuple):
         decoder_smoothing=self.decoder_smoothing,
         **kwargs,
     )
+
+
+def fitted_code(
+    fit: SmoothingFit, num_queries: int, num_stragglers: int, *, num_images: int, num_masks: int,
+    **kwargs,
+) -> SplineCode:
+  """``fit.create(K, S)``, recording in ``chosen_by`` that (and on what) the smoothings were fitted."""
+  code = fit.create(num_queries, num_stragglers, **kwargs)
+  chosen_by = (("smoothing", "fitted"), ("fit_images", int(num_images)),
+               ("fit_masks", int(num_masks)), ("fit_rmse", round(float(fit.rmse), 6)))
+  return dataclasses.replace(code, chosen_by=chosen_by)
 
 
 def _check_grid(grid: Sequence[float]) -> np.ndarray:
