@@ -184,11 +184,12 @@ class SplineCode(base.Scheme):
     images = np.asarray(ctx.held_out_images)
     if entry.get("fit_images"):
       images = images[-int(entry.fit_images):]
+    num_masks = int(entry.get("fit_masks") or 16)
     key = jax.random.fold_in(jax.random.key(ctx.seed), 1000 * ctx.num_queries + num_stragglers)
     fit = fit_smoothing(ctx.base_task.fn, ctx.base_task.params, images, ctx.num_queries,
-                        num_stragglers, num_masks=int(entry.get("fit_masks") or 16), key=key)
+                        num_stragglers, num_masks=num_masks, key=key)
     scheme = fitted_code(fit, ctx.num_queries, num_stragglers, num_images=len(images),
-                         num_masks=int(entry.get("fit_masks") or 16))
+                         num_masks=num_masks)
     return (scheme, *scheme.worker_tasks(ctx.base_task))
 
   def settings(self) -> dict[str, Any]:
