@@ -10,9 +10,9 @@
 # (the paper-sized run; hours on a CPU, minutes on a GPU).
 # --equal: the equal-resource tables of the README (configs/eval_fmnist_equal.py, K = 8 and 12:
 # every coded scheme at N = K + S, learned codes trained once and redeployed; worker <= 1.1x f,
-# master <= 10%). From scratch about 1 h 45 min on this 2-core CPU, the sum of the parts as they
-# were measured separately (the four learned codes 13 to 32 min each, ParM 2 to 6 min, each
-# evaluation 3 to 4 min); not yet timed end to end.
+# master <= 10%). From scratch 1 h 40 min end to end on this 2-core CPU, shared (2026-12-02);
+# re-evaluating trained parts 7 min (K = 8) and 16 min (K = 12), most of it the spline fits.
+# The README's tables: python eval/tables.py WORKDIR/eval_fmnist_equal_k8/results.json.
 # The base classifier is trained once into WORKDIR/base and shared. Reruns
 # reuse whatever finished; an interrupted run resumes.
 set -euo pipefail

@@ -17,6 +17,8 @@ import sys
 
 import pytest
 
+from configs import eval_digits
+
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "bench" / "device_check.sh"
 
@@ -38,7 +40,8 @@ def test_device_check_runs_in_smoke_mode_and_writes_one_table(tmp_path):
   rows = [line for line in lines if line.startswith("| ") and not line.startswith("| check")]
   assert len(rows) == 3
   base, learned, comparison = (row.split(" | ") for row in rows)
-  assert "base classifier (digits_mlp, digits)" in base[0] and "30 steps" in base[1]
+  base_model = eval_digits.get_config().base.model  # the smoke comparison's own base
+  assert f"base classifier ({base_model}, digits)" in base[0] and "30 steps" in base[1]
   assert float(base[3]) > 0 and float(base[4]) > 0  # steps/s, model TFLOP/s
   assert base[5] == "—"  # no peak known for a CPU: no MFU
   assert "learned code (polynomial, digits)" in learned[0] and "20 steps" in learned[1]

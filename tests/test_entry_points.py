@@ -52,3 +52,13 @@ def test_quickstart_then_evaluate_reuses_trained_parts(tmp_path):
   assert parity_done.stat().st_mtime == mtime  # reloaded, not retrained
   at_one = lambda res: {r["scheme"]: r["accuracy_mean"] for r in res["results"] if r["S"] == 1}
   assert at_one(second) == at_one(first)  # same trained parts, same masks: same numbers
+
+
+def test_tables_prints_a_results_files_compact_table(tmp_path):
+  out = run("eval/tables.py", "docs/results/digits_quickstart.json", "--stragglers=1")
+  assert out.startswith("Base classifier digits_cnn")
+  rows = [line for line in out.splitlines() if line.startswith("| ") and "| 1 |" in line]
+  assert rows and all(line.split(" | ")[1] == "1" for line in rows)
+  missing = subprocess.run([sys.executable, "eval/tables.py", str(tmp_path / "none.json")],
+                           cwd=ROOT, capture_output=True, text=True, timeout=120)
+  assert missing.returncode != 0 and "no such results file" in missing.stderr

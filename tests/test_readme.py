@@ -15,3 +15,18 @@ def test_readme_python_examples_run():
   decoded = namespace["decoded"]
   assert decoded.values.shape == (8, 10)
   assert bool(decoded.answered.all())
+
+
+def test_readme_result_tables_are_their_results_files():
+  """Each table under a ``<!-- table: FILE -->`` marker is eval/tables.py's output for FILE."""
+  import json  # pylint: disable=g-import-not-at-top
+
+  from jaxcoded.comparison import report  # pylint: disable=g-import-not-at-top
+
+  text = README.read_text()
+  marked = re.findall(r"<!-- table: (\S+?)(?: stragglers=([\d,]+))? -->\n\n((?:\|.*\n)+)", text)
+  assert len(marked) >= 2, "the README's equal-resource tables lost their results-file markers"
+  for name, stragglers, table in marked:
+    results = json.loads((README.parent / name).read_text())
+    chosen = tuple(int(s) for s in stragglers.split(",")) if stragglers else None
+    assert table == report.format_compact(results, chosen), f"README table of {name} is stale"

@@ -8,7 +8,7 @@ from typing import Any
 import jax
 import numpy as np
 
-__all__ = ["format_results", "jsonable", "markdown_table", "versions"]
+__all__ = ["format_compact", "format_results", "jsonable", "markdown_table", "versions"]
 
 
 def markdown_table(header: list[str], rows: list[list[Any]]) -> str:
@@ -95,3 +95,26 @@ def format_results(results: dict[str, Any]) -> str:
     lines.append(markdown_table(
         ["scheme", "N", "R", "mean stragglers", "accuracy", "answered", "masks"], drows))
   return "\n".join(lines) + "\n"
+
+
+def format_compact(results: dict[str, Any], stragglers: tuple[int, ...] | None = None) -> str:
+  """The README's shorter table of a results file: accuracy, f's metrics and the costs.
+
+  One row per (scheme, S) with S in ``stragglers`` (default: every S > 0),
+  in the order of ``results["results"]``; compute / query in bold, since it
+  is the column the rows are compared at.
+  """
+  rows = []
+  for r in results["results"]:
+    if (stragglers is None and r["S"] == 0) or (stragglers is not None and r["S"] not in stragglers):
+      continue
+    name = r["scheme"] + ("" if r["guaranteed"] else " (beyond S_max)")
+    rows.append([
+        name, r["S"], r["N"], f"{r['redundancy']:.2f}",
+        f"{r['accuracy_mean']:.3f} ± {r['accuracy_std']:.3f}", f"{r['agreement_mean']:.3f}",
+        _rmse(r), f"{100 * r['master_fraction']:.1f}%", f"{r['worker_fraction']:.2f}",
+        f"**{r['compute_per_query']:.2f}**",
+    ])
+  return markdown_table(
+      ["scheme", "S", "N", "N/K", "accuracy (mean ± std)", "agreement with f", "RMSE vs f",
+       "master / f", "worker / f", "compute / query"], rows) + "\n"

@@ -91,7 +91,8 @@ class SplineCode(base.Scheme):
   ``decoder_smoothing`` or sets ``smoothing = "fit"``: then both are fitted
   for each (K, N, S) with ``fit_smoothing`` on the held-out training images
   of the build context (``fit_masks`` random masks per grid point, default 16;
-  ``fit_images``: how many of them, default all), and stored with the results.
+  ``fit_images``: how many of them, default all; ``fit_grid``: the candidate
+  values, default ``DEFAULT_GRID``), and stored with the results.
   """
 
   data_points: jax.Array
@@ -163,8 +164,14 @@ class SplineCode(base.Scheme):
       if given:
         raise ValueError(f"SplineCode: smoothing = \"fit\" fits {' and '.join(given)}; "
                          "do not give them too.")
-    elif entry.get("fit_masks") is not None or entry.get("fit_images") is not None:
-      raise ValueError('SplineCode: fit_masks / fit_images need smoothing = "fit".')
+    elif any(entry.get(name) is not None for name in ("fit_masks", "fit_images", "fit_grid")):
+      raise ValueError('SplineCode: fit_masks / fit_images / fit_grid need smoothing = "fit".')
+    grid = entry.get("fit_grid")
+    if grid is not None:
+      if isinstance(grid, (str, bytes)) or not hasattr(grid, "__len__") or len(grid) < 1:
+        raise ValueError(f"SplineCode: fit_grid must be a non-empty sequence of values, got {grid!r}.")
+      for value in grid:
+        _check_smoothing_value(value, "fit_grid value", "SplineCode")
     for name in ("fit_masks", "fit_images"):
       value = entry.get(name)
       if value is not None and (not isinstance(value, (int, np.integer)) or isinstance(value, bool)
@@ -186,8 +193,9 @@ class SplineCode(base.Scheme):
       images = images[-int(entry.fit_images):]
     num_masks = int(entry.get("fit_masks") or 16)
     key = jax.random.fold_in(jax.random.key(ctx.seed), 1000 * ctx.num_queries + num_stragglers)
+    grid = tuple(float(v) for v in entry.get("fit_grid") or DEFAULT_GRID)
     fit = fit_smoothing(ctx.base_task.fn, ctx.base_task.params, images, ctx.num_queries,
-                        num_stragglers, num_masks=num_masks, key=key)
+                        num_stragglers, grid=grid, num_masks=num_masks, key=key)
     scheme = fitted_code(fit, ctx.num_queries, num_stragglers, num_images=len(images),
                          num_masks=num_masks)
     return (scheme, *scheme.worker_tasks(ctx.base_task))
@@ -343,20 +351,22 @@ def fit_smoothing(
       (num_groups, num_queries) + images.shape[1:]
   )
   masks = stragglers.random_masks(key, num_masks, code.num_workers, num_stragglers)
-  forward = jax.jit(
-      lambda x: jax.lax.map(lambda one: worker_fn(params, one), x, batch_size=batch_size)
+  run_workers = jax.jit(
+      lambda p, x: jax.lax.map(lambda one: worker_fn(p, one), x, batch_size=batch_size)
   )
+  forward = lambda x: run_workers(params, x)
   reference = forward(groups.reshape((-1,) + images.shape[1:]))
   reference = reference.reshape((num_groups, num_queries) + reference.shape[1:])
   smoothings = jnp.asarray(grid_values, dtype=code.data_points.dtype)
 
+  # The data are arguments, not closed-over constants: XLA would otherwise
+  # constant-fold transposes of all the held-out images at compile time.
   @jax.jit
-  def encode_all(encoder_smoothing):
-    matrix = dataclasses.replace(code, encoder_smoothing=encoder_smoothing).encoding_matrix()
-    return jnp.einsum("nk,gk...->gn...", matrix, groups)
+  def encode_all(code, groups):
+    return jnp.einsum("nk,gk...->gn...", code.encoding_matrix(), groups)
 
   @jax.jit
-  def rmse_per_decoder(outputs):
+  def rmse_per_decoder(code, smoothings, masks, outputs, reference):
     def one(decoder_smoothing):
       decoding = dataclasses.replace(code, decoder_smoothing=decoder_smoothing)
       matrices = jax.vmap(decoding.decoding_matrix)(masks)  # (M, K, N)
@@ -368,10 +378,11 @@ def fit_smoothing(
 
   rows = []
   for encoder_smoothing in smoothings:
-    coded = encode_all(encoder_smoothing)
+    coded = encode_all(dataclasses.replace(code, encoder_smoothing=encoder_smoothing), groups)
     outputs = forward(coded.reshape((-1,) + images.shape[1:]))
     outputs = outputs.reshape((num_groups, code.num_workers) + outputs.shape[1:])
-    rows.append(np.asarray(rmse_per_decoder(outputs), dtype=np.float64))
+    rmse = rmse_per_decoder(code, smoothings, masks, outputs, reference)
+    rows.append(np.asarray(rmse, dtype=np.float64))
   rmse_grid = np.stack(rows)
   best_e, best_d = np.unravel_index(np.argmin(rmse_grid), rmse_grid.shape)
   return SmoothingFit(
