@@ -1,37 +1,45 @@
-"""Decoding cost and accuracy of the interpolation matrices as N grows.
+"""Encoding and decoding cost of the coding matrices, and decoding accuracy, as N grows.
 
-Run by hand (CPU is fine; numbers are noisy on a shared machine, so the times
-are also reported as ratios to the smallest N):
+Run by hand from the repository root (CPU is fine; the machine is shared, so
+every timing is reported as a ratio to another one measured in the same run,
+the median of interleaved repeats):
 
-  /work/venv/bin/python bench/bench_interp.py           # N = 8, 32, 128, 512
-  /work/venv/bin/python bench/bench_interp.py --quick   # N = 8, 32, a few seconds
+  .venv/bin/python bench/bench_interp.py                 # everything (about 10 minutes)
+  .venv/bin/python bench/bench_interp.py --quick         # N = 8, 32, a few seconds
+  .venv/bin/python bench/bench_interp.py --only encode   # or decode, compile, accuracy
 
-Setting (docs/design.md sections 2-3): N workers at Chebyshev points of the second
-kind, K = N/2 queries at Chebyshev points of the first kind, S = N/4 random
-stragglers, R = N - S available workers. One decode of a *batch* of groups
-builds the (K, N) matrix for each group's mask (``vmap`` over masks) and applies
-it to the workers' outputs of trailing shape (10,) (logits).
+Tables (docs/design.md sections 2-3 for the notation):
 
-Table 1 (cost): median wall time of one jitted decode of the whole batch after a
-warm-up, for Lagrange (degree R - 1 through the available workers), polyfit of
-a moderate degree d = min(N/4, 31) (least squares through the R available
-workers), and Berrut.
-
-Table 2 (accuracy): decoding ten smooth outputs f_c(z) = exp(sin(3 z + c / 2)),
-max over outputs, queries and masks of
-  * "vs f64 ref": |jaxcoded - float64 reference of the same interpolant|
-    (scipy BarycentricInterpolator, numpy chebfit/chebval, a direct Berrut
-    formula), i.e. the rounding error of the implementation;
-  * "vs f": |jaxcoded in float64 - f(a_k)|, the approximation error of the code;
-for equally spaced versus Chebyshev worker points.
+1. Encode: Berrut, K = 8, S = 3 (N = 11), 256 groups, ``jit(vmap(code.encode))``
+   against the previous formulation (a vmapped ``einsum``, kept here as the
+   reference ``old_apply``) and against the same GEMM on a pre-transposed
+   input, (N, K) @ (K, 256 P), for queries of shape (28, 28, 1) and (28, 28).
+2. Decode: N workers at Chebyshev points of the second kind, K = N/2 queries
+   at first-kind points, S = N/4 random stragglers, a different mask per
+   group, 256 groups of (10,) outputs (logits). Lagrange (degree R - 1 through
+   the R available workers), polyfit of degree d = min(N/4, 31), Berrut:
+   the previous decoder (the (K, N) matrix of each group's mask, then
+   ``old_apply``), the current one (``interp.*_interpolate``: no per-group
+   matrix) and a per-group numpy float64 loop.
+3. Compile: ``polyfit`` at N = 512, d = 31 and d = K - 1 = 255, seconds to
+   compile the batched decoder, and milliseconds per group, previous against
+   current.
+4. Accuracy: decoding ten smooth outputs f_c(z) = exp(sin(3 z + c / 2)),
+   max over outputs, queries and masks of
+   * "vs f64 ref": |jaxcoded - float64 reference of the same interpolant|
+     (scipy BarycentricInterpolator, numpy chebfit/chebval, a direct Berrut
+     formula), i.e. the rounding error of the implementation;
+   * "vs f": |jaxcoded in float64 - f(a_k)|, the approximation error of the code;
+   for equally spaced versus Chebyshev worker points.
 """
 
 from __future__ import annotations
 
 import argparse
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
+import environment  # bench/environment.py (bench/ is on sys.path when run as a script)
 import jax
 
 jax.config.update("jax_enable_x64", True)
@@ -40,7 +48,7 @@ import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 from scipy.interpolate import BarycentricInterpolator  # noqa: E402
 
-from jaxcoded import interp  # noqa: E402
+from jaxcoded import interp, schemes  # noqa: E402
 
 NUM_OUTPUTS = 10
 MAX_FIT_DEGREE = 31
@@ -71,6 +79,35 @@ def random_masks(rng: np.random.Generator, groups: int, n: int, s: int) -> np.nd
   return masks
 
 
+def interleaved(functions: dict[str, Callable], repeats: int, calls: int = 1) -> dict[str, float]:
+  """Median seconds per call of each function, timed in interleaved rounds after a warm-up."""
+  for fn in functions.values():
+    jax.block_until_ready(fn())
+  times = {name: [] for name in functions}
+  for _ in range(repeats):
+    for name, fn in functions.items():
+      start = time.perf_counter()
+      for _ in range(calls):
+        jax.block_until_ready(fn())
+      times[name].append((time.perf_counter() - start) / calls)
+  return {name: float(np.median(t)) for name, t in times.items()}
+
+
+# ---------------------------------------------------------------------------
+# The previous formulation, kept as the reference for the ratios.
+
+
+def old_apply(matrix, values):
+  """The previous ``interp.apply_matrix``: an einsum along the leading axis.
+
+  Under vmap with one matrix for all groups it compiles to transpose, dot,
+  transpose; with a matrix per group, to a batched dot.
+  """
+  used = jnp.any(matrix != 0, axis=-2)
+  values = jnp.where(used.reshape(used.shape + (1,) * (values.ndim - 1)), values, 0.0)
+  return jnp.einsum("tn,n...->t...", matrix, values.astype(matrix.dtype))
+
+
 def matrix_fn(method: str, degree: int):
   if method == "lagrange":
     return interp.lagrange_matrix
@@ -79,59 +116,170 @@ def matrix_fn(method: str, degree: int):
   return lambda nodes, targets, mask: interp.polyfit_matrix(nodes, targets, degree, mask)
 
 
-def batched_decoder(method: str, degree: int):
-  """jit(vmap over groups) of: build the mask's decoding matrix, apply it."""
-  build = matrix_fn(method, degree)
+def interpolate_fn(method: str, degree: int):
+  if method == "lagrange":
+    return interp.lagrange_interpolate
+  if method == "berrut":
+    return interp.berrut_interpolate
+  return lambda nodes, values, targets, mask: interp.polyfit_interpolate(
+      nodes, values, targets, degree, mask)
 
-  @jax.jit
+
+def batched_decoder(method: str, degree: int, previous: bool = False):
+  """jit(vmap over groups) of one group's decode: (nodes, targets, masks, values) -> (G, K, ...)."""
+  if previous:
+    build = matrix_fn(method, degree)
+    one = lambda nodes, targets, mask, y: old_apply(build(nodes, targets, mask), y)
+  else:
+    fit = interpolate_fn(method, degree)
+    one = lambda nodes, targets, mask, y: fit(nodes, y, targets, mask)
+  return jax.jit(jax.vmap(one, in_axes=(None, None, 0, 0)))
+
+
+def numpy_decoder(method: str, degree: int):
+  """A per-group numpy float64 loop: each group's (K, N) matrix, then a matmul."""
+
   def decode(nodes, targets, masks, values):
-    one = lambda mask, y: interp.apply_matrix(build(nodes, targets, mask), y)
-    return jax.vmap(one)(masks, values)
+    out = np.empty((masks.shape[0], targets.size) + values.shape[2:])
+    for g, mask in enumerate(masks):
+      xa = nodes[mask]
+      if method == "polyfit":
+        lo, hi = min(nodes.min(), targets.min()), max(nodes.max(), targets.max())
+        unit = lambda x: (2 * x - (hi + lo)) / (hi - lo)
+        design = np.polynomial.chebyshev.chebvander(unit(xa), degree)
+        coefficients = np.linalg.lstsq(design, values[g][mask], rcond=None)[0]
+        out[g] = np.polynomial.chebyshev.chebvander(unit(targets), degree) @ coefficients
+        continue
+      if method == "lagrange":
+        diff = xa[:, None] - xa[None, :]
+        np.fill_diagonal(diff, 1.0)
+        logs = -np.log(np.abs(diff)).sum(axis=1)
+        weights = np.where((diff < 0).sum(axis=1) % 2, -1.0, 1.0) * np.exp(logs - logs.max())
+      else:
+        weights = np.empty(xa.size)
+        weights[np.argsort(xa)] = (-1.0) ** np.arange(xa.size)
+      terms = weights / (targets[:, None] - xa[None, :])
+      out[g] = (terms / terms.sum(axis=1, keepdims=True)) @ values[g][mask]
+    return out
 
   return decode
 
 
 # ---------------------------------------------------------------------------
-# Cost.
+# Tables.
 
 
-def time_decode(method, n, dtype, groups, repeats, rng) -> float:
-  """Median seconds of one batched decode (after a warm-up call)."""
-  k, s, degree = problem(n)
-  nodes = jnp.asarray(worker_points(n, "chebyshev"), dtype)
-  targets = interp.chebyshev_points(k, kind=1, dtype=dtype)
-  masks = jnp.asarray(random_masks(rng, groups, n, s))
-  values = jnp.asarray(rng.normal(size=(groups, n, NUM_OUTPUTS)), dtype)
-  decode = batched_decoder(method, degree)
-  decode(nodes, targets, masks, values).block_until_ready()
-  times = []
-  for _ in range(repeats):
-    start = time.perf_counter()
-    decode(nodes, targets, masks, values).block_until_ready()
-    times.append(time.perf_counter() - start)
-  return float(np.median(times))
+def encode_table(groups: int, repeats: int, rng) -> Iterator[str]:
+  code = schemes.BerrutCode.create(8, 3, dtype=jnp.float32)
+  k, n = code.num_queries, code.num_workers
+  matrix = interp.berrut_matrix(code.data_points, code.worker_points)
+  yield (f"Berrut encode, K = {k}, N = {n}, {groups} groups, float32; median of {repeats} "
+         "interleaved repeats; ratios to the GEMM (N, K) @ (K, G P) on a pre-transposed input:\n")
+  yield "| query shape | GEMM ms | previous ms | current ms | previous / GEMM | current / GEMM |"
+  yield "|---|---|---|---|---|---|"
+  for shape in ((28, 28, 1), (28, 28)):
+    size = int(np.prod(shape))
+    queries = jnp.asarray(rng.normal(size=(groups, k, *shape)), jnp.float32)
+    transposed = jnp.asarray(rng.normal(size=(k, groups * size)), jnp.float32)
+    gemm = jax.jit(lambda m, x: m @ x)
+    previous = jax.jit(jax.vmap(lambda q: old_apply(matrix, q)))
+    current = jax.jit(jax.vmap(code.encode))
+    np.testing.assert_allclose(previous(queries), current(queries), rtol=1e-5, atol=1e-5)
+    seconds = interleaved({
+        "gemm": lambda: gemm(matrix, transposed),
+        "previous": lambda: previous(queries),
+        "current": lambda: current(queries),
+    }, repeats, calls=5)
+    base = seconds["gemm"]
+    yield (f"| {shape} | {1e3 * base:.2f} | {1e3 * seconds['previous']:.2f} | "
+           f"{1e3 * seconds['current']:.2f} | {seconds['previous'] / base:.2f} | "
+           f"{seconds['current'] / base:.2f} |")
 
 
-def cost_table(sizes, groups, repeats, rng) -> Iterator[str]:
-  """Markdown rows, yielded as they are measured."""
-  yield f"| N | K | S | fit d | dtype | method | ms / batch of {groups} | us / group | ratio to N = {sizes[0]} |"
+def decode_table(sizes, groups: int, repeats: int, rng, dtype=jnp.float32) -> Iterator[str]:
+  yield (f"Decode, {groups} groups (a different mask each), outputs ({NUM_OUTPUTS},), "
+         f"{jnp.dtype(dtype).name}; median of {repeats} interleaved repeats (numpy: float64 "
+         "loop over groups):\n")
+  yield ("| N | K | S | method | previous ms | current ms | numpy loop ms | "
+         "previous / current | numpy / current |")
   yield "|---|---|---|---|---|---|---|---|---|"
-  for dtype in (jnp.float32, jnp.float64):
+  for n in sizes:
+    k, s, degree = problem(n)
+    nodes64 = worker_points(n, "chebyshev")
+    targets64 = np.asarray(interp.chebyshev_points(k, kind=1, dtype=jnp.float64))
+    nodes, targets = jnp.asarray(nodes64, dtype), jnp.asarray(targets64, dtype)
+    masks_np = random_masks(rng, groups, n, s)
+    values_np = rng.normal(size=(groups, n, NUM_OUTPUTS))
+    masks, values = jnp.asarray(masks_np), jnp.asarray(values_np, dtype)
     for method in METHODS:
-      base = None
-      for n in sizes:
-        k, s, degree = problem(n)
-        seconds = time_decode(method, n, dtype, groups, repeats, rng)
-        base = base or seconds
-        yield (
-            f"| {n} | {k} | {s} | {degree if method == 'polyfit' else '-'} | "
-            f"{jnp.dtype(dtype).name} | {method} | {1e3 * seconds:.2f} | "
-            f"{1e6 * seconds / groups:.1f} | {seconds / base:.1f} |"
-        )
+      previous = batched_decoder(method, degree, previous=True)
+      current = batched_decoder(method, degree)
+      loop = numpy_decoder(method, degree)
+      seconds = interleaved({
+          "previous": lambda: previous(nodes, targets, masks, values),
+          "current": lambda: current(nodes, targets, masks, values),
+          "numpy": lambda: loop(nodes64, targets64, masks_np, values_np),
+      }, repeats)
+      name = f"polyfit d={degree}" if method == "polyfit" else method
+      now = seconds["current"]
+      yield (f"| {n} | {k} | {s} | {name} | {1e3 * seconds['previous']:.2f} | {1e3 * now:.2f} | "
+             f"{1e3 * seconds['numpy']:.2f} | {seconds['previous'] / now:.1f} | "
+             f"{seconds['numpy'] / now:.1f} |")
 
 
-# ---------------------------------------------------------------------------
-# Accuracy.
+def _loop_vandermonde(x, degree):
+  """The previous ``interp._chebyshev_vandermonde``: the recurrence as a Python loop.
+
+  XLA fuses its d steps into one expression, and compile time grows about
+  quadratically with d (the ~70-100 s compiles at N = 512, d = R - 1).
+  """
+  columns = [jnp.ones_like(x)]
+  if degree >= 1:
+    columns.append(x)
+  for _ in range(2, degree + 1):
+    columns.append(2 * x * columns[-1] - columns[-2])
+  return jnp.stack(columns, axis=-1)
+
+
+def compile_table(n: int, groups: int, repeats: int, rng) -> Iterator[str]:
+  k, s, _ = problem(n)
+  yield (f"polyfit decode at N = {n}, K = {k}, S = {s}: seconds to lower and compile the "
+         "batched decoder (points as arguments, as above), and the median per-group cost of "
+         f"{repeats} interleaved runs. Previous: polyfit_matrix (QR, Q, solve, matrix per mask) "
+         "with the Chebyshev recurrence as a Python loop, then the einsum; current: "
+         "polyfit_interpolate (householder_lstsq on [design | values], recurrence in a scan). "
+         f"d = 31 with {groups} groups; d = K - 1 = {k - 1} (LCC's fit degree for a linear "
+         "worker, R = K) with 32 groups, float32 only:\n")
+  yield "| dtype | d | groups | formulation | compile s | ms / group |"
+  yield "|---|---|---|---|---|---|"
+  cases = [(jnp.float32, min(n // 4, MAX_FIT_DEGREE), groups),
+           (jnp.float64, min(n // 4, MAX_FIT_DEGREE), groups),
+           (jnp.float32, k - 1, 32)]
+  for dtype, degree, count in cases:
+    nodes = jnp.asarray(worker_points(n, "chebyshev"), dtype)
+    targets = interp.chebyshev_points(k, kind=1, dtype=dtype)
+    masks = jnp.asarray(random_masks(rng, count, n, s))
+    values = jnp.asarray(rng.normal(size=(count, n, NUM_OUTPUTS)), dtype)
+    compiled, seconds = {}, {}
+    for label, previous in (("previous", True), ("current", False)):
+      decoder = batched_decoder("polyfit", degree, previous=previous)
+      current_vandermonde = interp._chebyshev_vandermonde
+      if previous:  # traced with the old recurrence
+        interp._chebyshev_vandermonde = _loop_vandermonde
+      try:
+        start = time.perf_counter()
+        compiled[label] = decoder.lower(nodes, targets, masks, values).compile()
+        seconds[label] = time.perf_counter() - start
+      finally:
+        interp._chebyshev_vandermonde = current_vandermonde
+    np.testing.assert_allclose(compiled["previous"](nodes, targets, masks, values),
+                               compiled["current"](nodes, targets, masks, values),
+                               rtol=1e-3, atol=1e-3)
+    runs = interleaved({label: (lambda c=c: c(nodes, targets, masks, values))
+                        for label, c in compiled.items()}, repeats)
+    for label, run in runs.items():
+      yield (f"| {jnp.dtype(dtype).name} | {degree} | {count} | {label} | {seconds[label]:.1f} | "
+             f"{1e3 * run / count:.2f} |")
 
 
 def reference_matrix(method: str, nodes, targets, mask, degree) -> np.ndarray:
@@ -188,6 +336,8 @@ def decode_errors(method, n, spacing, num_masks, rng) -> tuple[float, float, flo
 
 def accuracy_table(sizes, num_masks, rng) -> Iterator[str]:
   """Markdown rows, yielded as they are measured."""
+  yield ("Decoding accuracy (current decoders) for f_c(z) = exp(sin(3 z + c / 2)), c = 0..9 "
+         "(Lagrange through all N workers; polyfit and Berrut with S stragglers):\n")
   yield "| N | workers at | method | stragglers | f32 vs f64 ref | f64 vs f64 ref | f64 vs f |"
   yield "|---|---|---|---|---|---|---|"
   for spacing in ("equispaced", "chebyshev"):
@@ -210,26 +360,27 @@ def main() -> None:
   parser.add_argument("--repeats", type=int, default=7, help="timed repeats after a warm-up")
   parser.add_argument("--masks", type=int, default=8, help="masks per accuracy measurement")
   parser.add_argument("--seed", type=int, default=0)
-  parser.add_argument("--only", choices=("cost", "accuracy"), help="print one table only")
+  parser.add_argument("--only", choices=("encode", "decode", "compile", "accuracy"),
+                      help="print one table only")
   args = parser.parse_args()
   sizes = (8, 32) if args.quick else (8, 32, 128, 512)
   groups = min(args.groups, 16) if args.quick else args.groups
-  repeats = min(args.repeats, 3) if args.quick else args.repeats
+  repeats = max(5, min(args.repeats, 5) if args.quick else args.repeats)
   num_masks = min(args.masks, 2) if args.quick else args.masks
   rng = np.random.default_rng(args.seed)
 
-  print(f"jax {jax.__version__} on {jax.devices()[0].platform}, K = N/2, S = N/4, "
-        f"outputs of shape ({NUM_OUTPUTS},)\n")
-  if args.only != "accuracy":
-    print("Decoding cost (build the masked matrix and apply it, vmapped over groups):\n")
-    for line in cost_table(sizes, groups, repeats, rng):
-      print(line, flush=True)
-  if args.only == "cost":
-    return
-  print("\nDecoding accuracy for f_c(z) = exp(sin(3 z + c / 2)), c = 0..9 "
-        "(Lagrange through all N workers; polyfit and Berrut with S stragglers):\n")
-  for line in accuracy_table(sizes, num_masks, rng):
-    print(line, flush=True)
+  print(environment.markdown())
+  tables = {
+      "encode": lambda: encode_table(groups, repeats, rng),
+      "decode": lambda: decode_table(sizes, groups, repeats, rng),
+      "compile": lambda: compile_table(sizes[-1], groups, 5, rng),
+      "accuracy": lambda: accuracy_table(sizes, num_masks, rng),
+  }
+  for name, table in tables.items():
+    if args.only in (None, name):
+      for line in table():
+        print(line, flush=True)
+      print()
 
 
 if __name__ == "__main__":

@@ -4,6 +4,10 @@ Run from the repository root (CPU: a few minutes per variant):
 
   # per-node FLOPs/bytes and the master budget of each variant (no training)
   PYTHONPATH=. python bench/bench_learned.py --mode=load
+  # coding overhead: (encode + decode) / worker compute of the learned
+  # polynomial code (untrained, configs/coder_fmnist_k8_equal.py's networks),
+  # the current encoder and decoder against the previous formulation
+  PYTHONPATH=. python bench/bench_learned.py --mode=overhead
   # train and evaluate the variants (sharing one base LeNet-5 workdir)
   PYTHONPATH=. python bench/bench_learned.py --mode=train --base_workdir=/tmp/fmnist_lenet \
       --out=/tmp/bench_learned --variants=k8,k8_features3
@@ -18,14 +22,24 @@ import json
 import os
 import pathlib
 import sys
+import time
 
+import environment  # bench/environment.py (bench/ is on sys.path when run as a script)
+import jax
+import jax.numpy as jnp
+import numpy as np
 from absl import app, flags
 from flax import nnx
 
-from configs import coder_fmnist_k4, coder_fmnist_k8, coder_fmnist_k8_lagrange, coder_fmnist_k12
-from jaxcoded import load, models, training
+from configs import (
+    coder_fmnist_k4, coder_fmnist_k8, coder_fmnist_k8_equal, coder_fmnist_k8_lagrange,
+    coder_fmnist_k12,
+)
+from jaxcoded import coders, interp, load, models, stragglers, training
 
-_MODE = flags.DEFINE_enum("mode", "load", ["load", "train"], "What to measure.")
+_MODE = flags.DEFINE_enum("mode", "load", ["load", "train", "overhead"], "What to measure.")
+_GROUPS = flags.DEFINE_list("groups", ["1", "16", "64"], "Groups coded at once (overhead mode).")
+_REPEATS = flags.DEFINE_integer("repeats", 7, "Interleaved timed repeats (overhead mode).")
 _VARIANTS = flags.DEFINE_list("variants", None, "Variant names (default: all).")
 _OUT = flags.DEFINE_string("out", "/tmp/bench_learned", "Workdirs of the trained variants.")
 _BASE = flags.DEFINE_string("base_workdir", "/tmp/fmnist_lenet", "Shared base classifier workdir.")
@@ -74,8 +88,104 @@ def measure_load(name, config):
   print(load.format_load_table(loads))
 
 
+# ---------------------------------------------------------------------------
+# Coding overhead of the learned polynomial code.
+
+
+def _old_encode(code, queries):
+  """The previous formulation (reference for the ratio): two einsums.
+
+  The per-channel mixing as an einsum batched over the channel axis, and
+  e(b_n) as ``einsum("tj,j...->t...")``: XLA transposes the data around both.
+  """
+  encoder = code.encoder
+  phi = jnp.tile(encoder.features(queries), (1, 1, 1, encoder.num_groups))
+  coefficients = jnp.einsum("jmc,mhwc->jhwc", encoder.mixing[...], phi)
+  at = code.worker_points[...]
+  power = at[:, None] ** jnp.arange(encoder.degree + 1, dtype=at.dtype)[None, :]
+  return jnp.einsum("tj,j...->t...", power, coefficients)
+
+
+def _old_apply(matrix, values):
+  used = jnp.any(matrix != 0, axis=-2)
+  values = jnp.where(used.reshape(used.shape + (1,) * (values.ndim - 1)), values, 0.0)
+  return jnp.einsum("tn,n...->t...", matrix, values)
+
+
+def _old_decode(code, outputs, mask):
+  """The previous decoder: a (K, N) polyfit matrix per mask, then an einsum."""
+  threshold = code.interpolation_threshold
+  enough = jnp.sum(mask) >= threshold
+  safe_mask = jnp.where(enough, mask, True)
+  matrix = interp.polyfit_matrix(
+      code.worker_points[...], code.data_points[...], threshold - 1, safe_mask)
+  logits = code.head(_old_apply(matrix, jnp.where(mask[:, None], outputs, 0.0)))
+  return jnp.where(enough, logits, 0.0)
+
+
+def _interleaved(functions: dict, repeats: int, calls: int = 3) -> dict:
+  """Median seconds per call of each function, timed in interleaved rounds."""
+  for fn in functions.values():
+    jax.block_until_ready(fn())
+  times = {name: [] for name in functions}
+  for _ in range(repeats):
+    for name, fn in functions.items():
+      start = time.perf_counter()
+      for _ in range(calls):
+        jax.block_until_ready(fn())
+      times[name].append((time.perf_counter() - start) / calls)
+  return {name: float(np.median(t)) for name, t in times.items()}
+
+
+def measure_overhead(group_counts, repeats: int) -> None:
+  """(encode + decode) / worker compute, now and with the previous formulation."""
+  config = coder_fmnist_k8_equal.get_config()
+  shape = models.INPUT_SHAPES[config.base.model]
+  code = training.coder.build_code(config, shape, 10, rngs=nnx.Rngs(0))
+  k, n, r = code.num_queries, code.num_workers, code.recovery_threshold
+  worker_fn, params = code.worker_fn()
+  run = jax.jit(jax.vmap(jax.vmap(worker_fn, in_axes=(None, 0)), in_axes=(None, 0)))
+  encode = jax.jit(jax.vmap(code.encode))
+  decode = jax.jit(jax.vmap(lambda y, m: code.decode(y, m).values))
+  old_encode = jax.jit(jax.vmap(lambda q: _old_encode(code, q)))
+  old_decode = jax.jit(jax.vmap(lambda y, m: _old_decode(code, y, m)))
+  print(f"Learned polynomial code, configs/coder_fmnist_k8_equal.py networks (untrained): "
+        f"K = {k}, N = {n}, R = {r}, G groups of Fashion-MNIST-shaped queries, "
+        f"{n - r} random stragglers per group; median of {repeats} interleaved repeats, "
+        "each jitted and vmapped over the groups.\n")
+  print("| G | formulation | encode ms | decode ms | workers ms (N G evaluations) | "
+        "(encode + decode) / worker compute |")
+  print("|---|---|---|---|---|---|")
+  rng = np.random.default_rng(0)
+  for groups in group_counts:
+    queries = jnp.asarray(rng.random((groups, k, *shape)), jnp.float32)
+    masks = stragglers.random_masks(jax.random.key(groups), groups, n, n - r)
+    coded = encode(queries)
+    outputs = run(params, coded)
+    np.testing.assert_allclose(old_encode(queries), coded, rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(
+        old_decode(outputs, masks), decode(outputs, masks), rtol=2e-3, atol=2e-3)
+    seconds = _interleaved({
+        "worker": lambda: run(params, coded),
+        "encode": lambda: encode(queries),
+        "decode": lambda: decode(outputs, masks),
+        "encode (previous)": lambda: old_encode(queries),
+        "decode (previous)": lambda: old_decode(outputs, masks),
+    }, repeats)
+    worker = seconds["worker"]
+    for label, suffix in (("previous (einsums, polyfit matrix per mask)", " (previous)"),
+                          ("current (GEMM layout, matrix-free decode)", "")):
+      enc, dec = seconds["encode" + suffix], seconds["decode" + suffix]
+      print(f"| {groups} | {label} | {1e3 * enc:.3f} | {1e3 * dec:.3f} | {1e3 * worker:.2f} | "
+            f"{100 * (enc + dec) / worker:.1f}% |", flush=True)
+
+
 def main(argv):
   del argv
+  print(environment.markdown())
+  if _MODE.value == "overhead":
+    measure_overhead([int(g) for g in _GROUPS.value], _REPEATS.value)
+    return
   names = _VARIANTS.value or list(VARIANTS)
   rows = []
   for name in names:

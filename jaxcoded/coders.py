@@ -502,7 +502,14 @@ class CoefficientEncoder(nnx.Module):
       )
     phi = jnp.tile(self.features(queries), (1, 1, 1, self.num_groups))  # (K, H', W', C')
     mixing = self.mixing[...].astype(jnp.result_type(phi, self.mixing[...]))
-    return jnp.einsum("jmc,mhwc->jhwc", mixing, phi)
+    # c_j = sum_m A[j, m] * phi_m channel by channel, as K multiply-adds: one
+    # elementwise loop over the data that XLA fuses (also under vmap over
+    # groups). An einsum here would be a dot batched over the channel axis,
+    # the minor one, which XLA transposes in and out (tests/test_layout.py).
+    coefficients = mixing[:, 0, None, None, :] * phi[0]
+    for m in range(1, self.num_queries):
+      coefficients = coefficients + mixing[:, m, None, None, :] * phi[m]
+    return coefficients
 
 
 class QueryEncoder(nnx.Module):

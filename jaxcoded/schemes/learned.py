@@ -82,8 +82,8 @@ def _masked_fit_decode(
   # A full mask when too few returned keeps NaNs out of the arithmetic (and out
   # of gradients); ``enough`` then discards the result.
   safe_mask = jnp.where(enough, mask, True)
-  matrix = interp.polyfit_matrix(worker_points, data_points, threshold - 1, safe_mask)
-  values = interp.apply_matrix(matrix, outputs)
+  # = apply_matrix(polyfit_matrix(...), outputs), without a (K, N) matrix per mask.
+  values = interp.polyfit_interpolate(worker_points, outputs, data_points, threshold - 1, safe_mask)
   return jnp.where(enough, values, jnp.zeros((), values.dtype)), enough
 
 
@@ -304,7 +304,9 @@ class PolynomialCode(nnx.Module, base.Scheme):
   def evaluate_code(self, coefficients: jax.Array, at: ArrayLike) -> jax.Array:
     """e(z) = sum_j c_j z^j at T points: (de + 1, ...) and (T,) -> (T, ...)."""
     at = jnp.asarray(at, coefficients.dtype)
-    return jnp.einsum("tj,j...->t...", _power_basis(at, self.encoder.degree), coefficients)
+    # One GEMM (T, de + 1) @ (de + 1, P) over the flattened trailing axes,
+    # batched over groups without transposes (interp.apply_matrix).
+    return interp.apply_matrix(_power_basis(at, self.encoder.degree), coefficients)
 
   def encode(self, queries: ArrayLike) -> jax.Array:
     """(K, H, W, C) queries -> (N, ...) coded inputs e(b_n) (design A)."""

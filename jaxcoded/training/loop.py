@@ -22,6 +22,14 @@ optimizer's restored step), so an interrupted and resumed run computes exactly
 what an uninterrupted run does. Lines of ``metrics.jsonl`` written after the
 restored checkpoint are dropped on resume, so the file reads as one run.
 
+The step has no per-step host work beyond its dispatch: the model and optimizer
+are split once (``nnx.split``), each step is one ``jax.jit`` call of a pure
+function of their state arrays (donated), and the metrics stay on the device,
+in a history of ``min(log_every, checkpoint_every)`` slots, fetched at log,
+eval and checkpoint steps, where the NaN check runs. The host never waits for
+a step in between, so it prepares the next batches while the device computes
+(bench/bench_training.py times this against a bare ``jax.jit`` step).
+
 Every task finishes by writing ``final_metrics.json``: :func:`is_finished`
 is the one "trained" marker.
 """
@@ -29,6 +37,8 @@ is the one "trained" marker.
 from __future__ import annotations
 
 import dataclasses
+import functools
+import itertools
 import json
 import math
 import os
@@ -39,6 +49,7 @@ from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 import jax
+import jax.numpy as jnp
 import ml_collections
 import optax
 import tqdm
@@ -95,7 +106,7 @@ class TrainResult:
 
 
 # ---------------------------------------------------------------------------
-# Data, losses and evaluation for classifiers.
+# The train step.
 
 
 def _train_step(
@@ -111,7 +122,87 @@ def _train_step(
   return metrics
 
 
-_jit_train_step = nnx.jit(_train_step, static_argnames="loss_fn", donate_argnums=(0, 1))
+@dataclasses.dataclass(frozen=True)
+class _Step:
+  """The compiled train step of one (model and optimizer structure, loss, batch structure).
+
+  ``fn(leaves, carry, batch, key) -> (leaves, carry)`` is one ``jax.jit`` of a
+  pure function: ``leaves`` are the arrays of ``nnx.state((model,
+  optimizer))`` in ``jax.tree.flatten`` order (a flat list: the cheapest
+  pytree to pass), ``carry`` is ``{"step": int32, "history": {name: (window,
+  ...)}}``; step ``s`` writes its metrics into slot ``(s - 1) % window`` of
+  the history. Both are donated: nothing is copied and nothing leaves the
+  device. ``metric_spec`` is the metrics' structure (from ``jax.eval_shape``).
+  """
+
+  fn: Callable[..., Any]
+  metric_spec: Mapping[str, jax.ShapeDtypeStruct]
+  window: int
+
+  def init_carry(self, step: int) -> dict[str, Any]:
+    return {
+        "step": jnp.asarray(step, jnp.int32),
+        "history": {
+            name: jnp.zeros((self.window, *spec.shape), spec.dtype)
+            for name, spec in self.metric_spec.items()
+        },
+    }
+
+
+def _pure_step(graphdef, treedef, loss_fn, leaves, batch, rng):
+  model, optimizer = nnx.merge(graphdef, jax.tree.unflatten(treedef, leaves))
+  metrics = _train_step(model, optimizer, batch, rng, loss_fn)
+  new_leaves, new_treedef = jax.tree.flatten(nnx.state((model, optimizer)))
+  if new_treedef != treedef:
+    raise ValueError("The train step changed the structure of the model or optimizer state.")
+  return new_leaves, metrics
+
+
+@functools.lru_cache(maxsize=16)
+def _compile_step(graphdef, treedef, loss_fn: LossFn, window: int, batch_spec, leaf_spec) -> _Step:
+  """The :class:`_Step` of these static parts; cached, so repeated runs share the compilation.
+
+  ``loss_fn`` is traced once: ``jax.eval_shape`` of the jitted pure step gives
+  the metrics' structure (to allocate the history) and leaves its trace in
+  JAX's cache, where the jitted step that calls it finds it again. The
+  history's length ``window`` is a shape of the compiled step: runs with
+  another ``min(log_every, checkpoint_every)`` compile their own.
+  """
+  pure = jax.jit(functools.partial(_pure_step, graphdef, treedef, loss_fn))
+  key = jax.eval_shape(lambda: jax.random.key(0))
+  batch_shapes = jax.tree.unflatten(*batch_spec)
+  _, metric_spec = jax.eval_shape(pure, list(leaf_spec), batch_shapes, key)
+  if not isinstance(metric_spec, Mapping) or "loss" not in metric_spec:
+    raise ValueError(
+        f"loss_fn must return (loss, metrics) with a metrics['loss']; its metrics: {metric_spec}."
+    )
+
+  def step(leaves, carry, batch, key):
+    number = carry["step"] + 1
+    leaves, metrics = pure(leaves, batch, jax.random.fold_in(key, number))
+    slot = (number - 1) % window
+    history = {name: carry["history"][name].at[slot].set(metrics[name]) for name in metric_spec}
+    return leaves, {"step": number, "history": history}
+
+  return _Step(jax.jit(step, donate_argnums=(0, 1)), dict(metric_spec), window)
+
+
+def _spec(tree) -> tuple[Any, tuple[jax.ShapeDtypeStruct, ...]]:
+  """A hashable (treedef, leaf shapes and dtypes) of a pytree of arrays."""
+  leaves, treedef = jax.tree.flatten(jax.eval_shape(lambda t: t, tree))
+  return treedef, tuple(leaves)
+
+
+def _fetch_history(history: Mapping[str, jax.Array]) -> dict[str, Any]:
+  """The on-device metrics history, on the host (one transfer; the only per-window sync)."""
+  return jax.device_get(history)
+
+
+def _leaves_of(graph, treedef) -> list[Any]:
+  leaves, found = jax.tree.flatten(nnx.state(graph))
+  if found != treedef:
+    raise ValueError("eval_fn changed the structure of the model's state.")
+  return leaves
 
 
 def _truncate_metrics(path: pathlib.Path, last_step: int) -> None:
@@ -156,8 +247,19 @@ def fit(
   ``key = jax.random.key(config.seed)``, differentiates it with respect to
   the model's variables selected by ``wrt`` (default all ``nnx.Param`` s;
   other state, such as BatchNorm statistics, follows the forward pass) and
-  applies ``tx`` through ``nnx.Optimizer``. The step is one ``nnx.jit``-compiled
-  function, compiled once per ``loss_fn`` and batch shape.
+  applies ``tx`` through ``nnx.Optimizer``.
+
+  The step is functional (the Flax performance guide's "functional training
+  loop"): the model and optimizer are split once, and each step is one call
+  of a ``jax.jit`` of a pure function of their state arrays, donated, so the
+  host does no graph traversal per step. It is traced and compiled once per
+  model structure, ``tx``, ``loss_fn`` and batch shape, and shared by later
+  runs in the process. The metrics stay on the device: ``fit`` fetches them
+  (one transfer) only at log, eval and checkpoint steps and at the last step,
+  and checks there, step by step, that each loss is finite, before anything
+  is logged or saved. During training the model's own arrays are stale (the
+  step donates them); ``eval_fn`` gets the model with the current state, and
+  at the end (or on an error) the model holds the latest state in place.
 
   If ``workdir/checkpoints`` holds a checkpoint, its model and optimizer
   state are restored and training continues after its step ``s``, asking
@@ -186,7 +288,9 @@ def fit(
     train_batches: ``train_batches(num_done)`` returns an iterator of the
       batches after the first ``num_done`` ones (its i-th item, from 0, is
       the batch of step ``num_done + 1 + i``); it must give the same batches
-      whatever ``num_done`` it starts from.
+      whatever ``num_done`` it starts from. Steps run asynchronously, and on
+      CPU a jitted call may read a NumPy batch in place: yield fresh arrays,
+      never a buffer that is refilled for the next batch.
     num_steps: total optimizer steps of the run, resumed or not.
     workdir: where config, metrics and checkpoints go.
     config: the run's config.
@@ -202,8 +306,11 @@ def fit(
     A :class:`TrainResult`.
 
   Raises:
-    NonFiniteLossError: the loss became NaN or inf. No checkpoint holds that
-      state; pending saves of earlier, finite states are completed.
+    NonFiniteLossError: the loss became NaN or inf; raised at the next fetch
+      (at most ``min(log_every, checkpoint_every)`` steps later), naming the
+      first such step and the last finite loss before it. No checkpoint or
+      metrics record holds that state or a later one; pending saves of
+      earlier, finite states are completed.
   """
   if num_steps < 1:
     raise ValueError(f"num_steps must be >= 1, got {num_steps}.")
@@ -241,49 +348,83 @@ def fit(
   last_finite = None
   sums, count = {}, 0
   record = {}
-  tick = time.perf_counter()
   show_bar = bool(config.progress_bar) and sys.stderr.isatty()
   bar = tqdm.tqdm(
       total=num_steps, initial=start_step, disable=not show_bar, desc="train", unit="step"
   )
+  # The functional step: split once, then one jitted pure function of the flat list of state
+  # arrays. The graph holds them again only where the host needs it: for eval_fn, for a
+  # checkpoint (copies, so that the next step may donate the originals) and at the end.
+  graph = (model, optimizer)
+  graphdef, state = nnx.split(graph)
+  leaves, treedef = jax.tree.flatten(state)
   batches = train_batches(start_step)
+  # Metrics stay on the device until a log, eval, checkpoint or the last step: at most
+  # min(log_every, checkpoint_every) steps apart, the length of the on-device history.
+  window = min(config.log_every, config.checkpoint_every)
+  fetched = start_step  # the metrics of steps <= fetched are on the host
+  tick = time.perf_counter()
   try:
+    if stop_step > start_step:
+      first = next(batches)
+      batches = itertools.chain([first], batches)
+      train_step = _compile_step(graphdef, treedef, loss_fn, window, _spec(first), _spec(leaves)[1])
+      carry = train_step.init_carry(start_step)
     for step in range(start_step + 1, stop_step + 1):
-      batch = next(batches)
-      rng = jax.random.fold_in(key, step)
-      metrics = _jit_train_step(model, optimizer, batch, rng, loss_fn=loss_fn)
-      metrics = jax.device_get(metrics)
-      _check_finite(float(metrics["loss"]), step, last_finite, saved_step)
-      last_finite = (step, float(metrics["loss"]))
-      for name, value in metrics.items():
-        sums[name] = sums.get(name, 0.0) + float(value)
-      count += 1
+      leaves, carry = train_step.fn(leaves, carry, next(batches), key)
       bar.update()
 
       eval_now = eval_fn is not None and (
           step == num_steps or (eval_every and step % eval_every == 0)
       )
-      if eval_now or step % config.log_every == 0 or step == num_steps:
+      log_now = eval_now or step % config.log_every == 0 or step == num_steps
+      save_now = step % config.checkpoint_every == 0 or step == num_steps
+      if not (log_now or save_now or step == stop_step):
+        continue
+
+      # Fetch and check the steps since the last fetch, in order, before anything is saved.
+      history = _fetch_history(carry["history"])
+      for done in range(fetched + 1, step + 1):
+        metrics = {name: values[(done - 1) % window] for name, values in history.items()}
+        _check_finite(float(metrics["loss"]), done, last_finite, saved_step)
+        last_finite = (done, float(metrics["loss"]))
+        for name, value in metrics.items():
+          sums[name] = sums.get(name, 0.0) + float(value)
+        count += 1
+      del history, metrics
+      fetched = step
+
+      if log_now:
         now = time.perf_counter()
         record = {"step": step, **{name: total / count for name, total in sums.items()}}
         if learning_rate_fn is not None:  # The optimizer counts from 0.
           record["learning_rate"] = float(learning_rate_fn(step - 1))
         record["steps_per_second"] = count / (now - tick)
+        # The next window starts now: its logging and checkpointing count as training time,
+        # evaluation does not.
+        tick = now
         if eval_now:
+          nnx.update(graph, jax.tree.unflatten(treedef, leaves))
+          eval_start = time.perf_counter()
           record.update(eval_fn(model))
+          tick += time.perf_counter() - eval_start
+          leaves = _leaves_of(graph, treedef)  # eval_fn may change state (it should not)
         with metrics_path.open("a") as f:
           f.write(json.dumps(record) + "\n")
         shown = ("loss", "accuracy", "test_accuracy")
         bar.set_postfix({k: f"{v:.4g}" for k, v in record.items() if k in shown})
         logging.info("%s", " ".join(f"{k}={v:.6g}" for k, v in record.items()))
         sums, count = {}, 0
-        tick = time.perf_counter()
 
-      if step % config.checkpoint_every == 0 or step == num_steps:
+      if save_now:
+        nnx.update(graph, jax.tree.unflatten(treedef, [jnp.copy(leaf) for leaf in leaves]))
         checkpoints.save_train_state(manager, step, model, optimizer)
         saved_step = step
   finally:
     bar.close()
+    # The model (and optimizer) hold the latest state, also after an error.
+    if all(not leaf.is_deleted() for leaf in leaves if isinstance(leaf, jax.Array)):
+      nnx.update(graph, jax.tree.unflatten(treedef, leaves))
     manager.wait_until_finished()
     manager.close()
 
@@ -302,7 +443,7 @@ def fit(
 
 
 # ---------------------------------------------------------------------------
-# Base classifiers.
+# Reading a run back.
 
 
 def read_metrics(workdir: str | os.PathLike) -> list[dict[str, float]]:
