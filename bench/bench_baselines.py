@@ -28,6 +28,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from absl import app, flags
+
+import environment  # bench/environment.py (bench/ is on sys.path when run as a script)
 from flax import nnx
 
 from jaxcoded import adversaries, comparison, data, deployment, schemes, stragglers, training
@@ -102,6 +104,7 @@ def byzantine_table(classify, params, test, num_images, adversary_counts, k=12):
 
 def main(argv):
   del argv
+  print(environment.markdown(), flush=True)
   model, config = training.load_model(_BASE.value)
   test = data.load(config.dataset, "test", seed=None)
   graphdef, params = nnx.split(model)

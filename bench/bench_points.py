@@ -21,6 +21,8 @@ import jax
 import numpy as np
 from absl import app, flags
 
+import environment  # bench/environment.py (bench/ is on sys.path when run as a script)
+
 from jaxcoded import comparison, data, deployment, interp, schemes, stragglers, training
 from jaxcoded.schemes import points
 
@@ -39,6 +41,7 @@ FAMILIES = {
 
 def main(argv):
   del argv
+  print(environment.markdown(), flush=True)
   model, config = training.load_model(_BASE.value)
   test = data.load(config.dataset, "test", seed=None)
   classify, params = training.classifier.as_worker_fn(model)

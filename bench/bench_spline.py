@@ -34,6 +34,8 @@ import jax.numpy as jnp
 import numpy as np
 import scipy
 from absl import app, flags, logging
+
+import environment  # bench/environment.py (bench/ is on sys.path when run as a script)
 from flax import nnx
 
 from jaxcoded import data, interp, stragglers, training
@@ -93,6 +95,7 @@ def markdown_table(header, rows):
 
 def main(argv):
   del argv
+  print(environment.markdown(), flush=True)
   logging.set_verbosity(logging.WARNING)  # orbax's restore log
   start = time.time()
   model, config = training.load_model(_BASE.value)

@@ -26,6 +26,8 @@ import jax
 import numpy as np
 from absl import app, flags
 
+import environment  # bench/environment.py (bench/ is on sys.path when run as a script)
+
 
 from jaxcoded import data, load, models, training
 from jaxcoded.schemes import points
@@ -89,6 +91,7 @@ def format_table(result: dict) -> str:
 
 def main(argv):
   del argv
+  print(environment.markdown(), flush=True)
   result = evaluate(_WORKDIR.value, [int(s) for s in _STRAGGLERS.value], _MASKS.value, _SEED.value)
   out = _OUT.value or os.path.join(_WORKDIR.value, "eval_equal_resources.json")
   with open(out, "w") as f:
