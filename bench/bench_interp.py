@@ -40,6 +40,7 @@ import time
 from collections.abc import Callable, Iterator
 
 import environment  # bench/environment.py (bench/ is on sys.path when run as a script)
+from timing import interleaved  # bench/timing.py
 import jax
 
 jax.config.update("jax_enable_x64", True)
@@ -77,20 +78,6 @@ def random_masks(rng: np.random.Generator, groups: int, n: int, s: int) -> np.nd
   for mask in masks:
     mask[rng.choice(n, s, replace=False)] = False
   return masks
-
-
-def interleaved(functions: dict[str, Callable], repeats: int, calls: int = 1) -> dict[str, float]:
-  """Median seconds per call of each function, timed in interleaved rounds after a warm-up."""
-  for fn in functions.values():
-    jax.block_until_ready(fn())
-  times = {name: [] for name in functions}
-  for _ in range(repeats):
-    for name, fn in functions.items():
-      start = time.perf_counter()
-      for _ in range(calls):
-        jax.block_until_ready(fn())
-      times[name].append((time.perf_counter() - start) / calls)
-  return {name: float(np.median(t)) for name, t in times.items()}
 
 
 # ---------------------------------------------------------------------------

@@ -22,9 +22,9 @@ import json
 import os
 import pathlib
 import sys
-import time
 
 import environment  # bench/environment.py (bench/ is on sys.path when run as a script)
+from timing import interleaved  # bench/timing.py
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -123,20 +123,6 @@ def _old_decode(code, outputs, mask):
   return jnp.where(enough, logits, 0.0)
 
 
-def _interleaved(functions: dict, repeats: int, calls: int = 3) -> dict:
-  """Median seconds per call of each function, timed in interleaved rounds."""
-  for fn in functions.values():
-    jax.block_until_ready(fn())
-  times = {name: [] for name in functions}
-  for _ in range(repeats):
-    for name, fn in functions.items():
-      start = time.perf_counter()
-      for _ in range(calls):
-        jax.block_until_ready(fn())
-      times[name].append((time.perf_counter() - start) / calls)
-  return {name: float(np.median(t)) for name, t in times.items()}
-
-
 def measure_overhead(group_counts, repeats: int) -> None:
   """(encode + decode) / worker compute, now and with the previous formulation."""
   config = coder_fmnist_k8_equal.get_config()
@@ -165,13 +151,13 @@ def measure_overhead(group_counts, repeats: int) -> None:
     np.testing.assert_allclose(old_encode(queries), coded, rtol=1e-4, atol=1e-4)
     np.testing.assert_allclose(
         old_decode(outputs, masks), decode(outputs, masks), rtol=2e-3, atol=2e-3)
-    seconds = _interleaved({
+    seconds = interleaved({
         "worker": lambda: run(params, coded),
         "encode": lambda: encode(queries),
         "decode": lambda: decode(outputs, masks),
         "encode (previous)": lambda: old_encode(queries),
         "decode (previous)": lambda: old_decode(outputs, masks),
-    }, repeats)
+    }, repeats, calls=3)
     worker = seconds["worker"]
     for label, suffix in (("previous (einsums, polyfit matrix per mask)", " (previous)"),
                           ("current (GEMM layout, matrix-free decode)", "")):

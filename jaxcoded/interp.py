@@ -314,6 +314,17 @@ def _polyfit_matrix(nodes, targets, mask, degree):
   return jnp.where(enough, matrix, jnp.nan)
 
 
+def _check_fit_inputs(degree, nodes, targets, mask, what: str):
+  """The degree, and the inputs of a degree-d least-squares fit, checked (ValueError)."""
+  degree = validation.check_integer(degree, "degree", 0, what=what)
+  nodes, targets, mask = _check_inputs(nodes, targets, mask, min_available=degree + 1, what=what)
+  if nodes.shape[0] < degree + 1:
+    raise ValueError(
+        f"{what}: a degree-{degree} fit needs at least {degree + 1} nodes, got {nodes.shape[0]}."
+    )
+  return degree, nodes, targets, mask
+
+
 def polyfit_matrix(
     nodes: ArrayLike,
     targets: ArrayLike,
@@ -341,15 +352,7 @@ def polyfit_matrix(
   Raises:
     ValueError: bad inputs, or fewer than degree + 1 available nodes.
   """
-  degree = validation.check_integer(degree, "degree", 0, what="polyfit_matrix")
-  nodes, targets, mask = _check_inputs(
-      nodes, targets, mask, min_available=degree + 1, what="polyfit_matrix"
-  )
-  if nodes.shape[0] < degree + 1:
-    raise ValueError(
-        f"polyfit_matrix: a degree-{degree} fit needs at least {degree + 1} nodes, "
-        f"got {nodes.shape[0]}."
-    )
+  degree, nodes, targets, mask = _check_fit_inputs(degree, nodes, targets, mask, "polyfit_matrix")
   return _polyfit_matrix(nodes, targets, _full_mask(nodes, mask), int(degree))
 
 
@@ -782,15 +785,8 @@ def polyfit_interpolate(
   Raises:
     ValueError: bad inputs, or fewer than degree + 1 available nodes.
   """
-  degree = validation.check_integer(degree, "degree", 0, what="polyfit_interpolate")
-  nodes, targets, mask = _check_inputs(
-      nodes, targets, mask, min_available=degree + 1, what="polyfit_interpolate"
-  )
-  if nodes.shape[0] < degree + 1:
-    raise ValueError(
-        f"polyfit_interpolate: a degree-{degree} fit needs at least {degree + 1} nodes, "
-        f"got {nodes.shape[0]}."
-    )
+  degree, nodes, targets, mask = _check_fit_inputs(
+      degree, nodes, targets, mask, "polyfit_interpolate")
   values = _check_values(nodes, values, "polyfit_interpolate")
   values, dtype = _values_dtype(nodes, values)
   nodes, targets = nodes.astype(dtype), targets.astype(dtype)
