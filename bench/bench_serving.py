@@ -27,6 +27,11 @@ Two model sets (``--dataset``):
   runs; missing ones are trained into ``--workdir`` first (the learned code:
   about 20 minutes here).
 
+Either way each scheme is a config entry of the comparison configs' form
+(configs/eval_digits.py: its kind and options) at that set's K and S, built
+through the scheme registry with the comparison's trained parts, as the
+harness builds it (``build_deployments``).
+
 Every scheme's service is up for the whole run (about 0.3 GB per worker
 actor), with the same open-loop Poisson arrivals of single queries at
 ``--rate`` per second (ParM's method: arrivals do not wait for answers) and the
@@ -73,6 +78,7 @@ import sys
 import threading
 import time
 
+import ml_collections
 import numpy as np
 import ray
 from absl import app, flags, logging
@@ -83,11 +89,22 @@ except ImportError:  # imported from the repository root
   from bench import environment
 from configs import coder_digits, coder_fmnist_k8_equal, digits, fashion_mnist_lenet, parm_digits
 from configs import parm_fmnist
-from jaxcoded import data, deployment, schemes, serving, stragglers, training
-from jaxcoded.schemes import points
+from jaxcoded import data, deployment, queries, serving, stragglers, training
+from jaxcoded.comparison import trained as trained_lib
+from jaxcoded.schemes import registry
 from jaxcoded.serving import tails
 
-SCHEMES = ("uncoded", "replication", "berrut", "lcc", "parm", "learned")
+# --schemes value -> (registered kind, its fixed options, its name in the tables: formatted
+# with the deployment's K, N, R and S). K and S come from the model set (--dataset).
+_ENTRIES = {
+    "uncoded": ("uncoded", {}, "uncoded K={K}"),
+    "replication": ("replication", dict(copies=2), "replication K={K} r=2"),
+    "berrut": ("berrut", {}, "Berrut K={K} S={S}"),
+    "lcc": ("lcc", dict(degree=1), "LCC d=1 K={K} S={S}"),
+    "parm": ("parm", {}, "ParM K={K} r=1"),
+    "learned": ("learned", {}, "learned K={K} R={R}"),
+}
+SCHEMES = tuple(_ENTRIES)
 CLIENTS = ("in-process", "HTTP")
 QUANTILES = (50.0, 99.0, 99.9)
 FMNIST_K = 8  # the equal-resource work's K (configs/coder_fmnist_k8_equal.py)
@@ -185,41 +202,116 @@ def _schemes() -> list[str]:
 
 
 # ---------------------------------------------------------------------------
-# The deployments: digits at equal worker count, Fashion-MNIST at K = 8, N = K + S.
+# The deployments: one builder over scheme entries of the comparison configs'
+# form (configs/eval_digits.py), built through the scheme registry as the
+# harness builds them. The two model sets differ only in data: their base
+# classifier, and which K and S each scheme is built at.
 
 
-def _base_config():
-  config = digits.get_config()
-  config.progress_bar = False
-  return config
+@dataclasses.dataclass(frozen=True)
+class Planned:
+  """One scheme to serve: its config entry, and the K and S it is built at.
+
+  Attributes:
+    name: its name in the tables, formatted with the built deployment's K, N
+      and R, and S = ``num_stragglers``.
+    entry: a scheme entry as in the comparison configs: ``kind`` and its
+      options; ``config`` (training config) and ``workdir`` for a kind with a
+      trained part (``comparison.trained.TrainedParts``).
+    num_queries: K.
+    num_stragglers: S. Kinds that are built anew at each S (Berrut, LCC, a
+      learned code with ``deploy_at = "k_plus_s"``) are built for it; the
+      others keep their own N.
+    train: train a part whose run in ``entry.workdir`` is not finished; False
+      serves the run there as it is (a workdir named on the command line).
+  """
+
+  name: str
+  entry: ml_collections.ConfigDict
+  num_queries: int
+  num_stragglers: int = 0
+  train: bool = True
 
 
-def _base(workdir: pathlib.Path):
-  if not training.is_finished(workdir):
-    training.train(_base_config(), workdir)
-  model, _ = training.load_model(workdir)
-  return training.parity.as_worker_fn(model)
+@dataclasses.dataclass(frozen=True)
+class ModelSet:
+  """What ``--dataset`` serves.
+
+  Attributes:
+    config: its base classifier, as a comparison config has it: ``dataset``,
+      ``base`` (the training config) and ``base_workdir``
+      (``comparison.trained.base_classifier``).
+    schemes: scheme name (a ``--schemes`` value) -> what to serve.
+    num_workers: the N every deployment must have (digits); None: each its own.
+  """
+
+  config: ml_collections.ConfigDict
+  schemes: dict[str, Planned]
+  num_workers: int | None = None
 
 
-def _parity_fn(workdir: pathlib.Path, base_workdir: pathlib.Path, num_queries: int):
-  if not training.is_finished(workdir):
-    config = parm_digits.get_config()
-    config.num_queries = num_queries
-    config.base, config.base_workdir = _base_config(), str(base_workdir)
-    config.progress_bar = False
-    training.train(config, workdir)
-  model, config = training.parity.load(workdir)
-  return training.parity.as_worker_fn(model, config.target)
+def _planned(key: str, num_queries: int, num_stragglers: int = 0, *, name_suffix: str = "",
+             train: bool = True, **options) -> Planned:
+  """``--schemes`` value ``key`` as an entry of its kind, with its fixed and given options."""
+  kind, fixed, name = _ENTRIES[key]
+  entry = ml_collections.ConfigDict(dict(kind=kind, **fixed, **options))
+  return Planned(name + name_suffix, entry, num_queries, num_stragglers, train)
 
 
-def _learned_code(workdir: pathlib.Path, base_workdir: pathlib.Path, num_queries: int, s: int):
-  if not training.is_finished(workdir):
-    config = coder_digits.get_config()
-    config.num_queries, config.num_stragglers = num_queries, s
-    config.base, config.base_workdir = _base_config(), str(base_workdir)
-    training.train(config, workdir)
-  code, _ = training.coder.load(workdir)
-  return code
+def _base_fields(dataset: str, base: ml_collections.ConfigDict, base_workdir: pathlib.Path):
+  base.progress_bar = False
+  return ml_collections.ConfigDict(dict(dataset=dataset, base=base, base_workdir=str(base_workdir)))
+
+
+def digits_models(names, num_workers: int, workdir: pathlib.Path) -> ModelSet:
+  """digits: every scheme at N = ``num_workers`` workers, K following from N."""
+  n = num_workers
+  if n < 4 or n % 2:
+    raise app.UsageError(f"--num_workers must be even and >= 4, got {n}.")
+  learned_workdir = _LEARNED_WORKDIR.value or str(workdir / f"learned_k{n - 2}")
+  learned_k = n - 2
+  if "learned" in names and _LEARNED_WORKDIR.value:  # served at its own K (and N)
+    learned_k = trained_lib.stored_config(learned_workdir).get("num_queries")
+  coder = coder_digits.get_config()
+  coder.num_stragglers = 2
+  schemes = dict(
+      uncoded=_planned("uncoded", n),
+      replication=_planned("replication", n // 2, 1),
+      berrut=_planned("berrut", n - 2, 2),
+      lcc=_planned("lcc", n - 2, 2),
+      parm=_planned("parm", n - 1, 1, config=parm_digits.get_config(),
+                    workdir=str(workdir / f"parm_k{n - 1}")),
+      learned=_planned("learned", learned_k, 2, config=coder, workdir=learned_workdir,
+                       train=not _LEARNED_WORKDIR.value),
+  )
+  config = _base_fields("digits", digits.get_config(), workdir / "base")
+  return ModelSet(config, schemes, num_workers=n)
+
+
+def fmnist_models(names, num_stragglers: int, workdir: pathlib.Path) -> ModelSet:
+  """fashion_mnist: every scheme at K = 8; the coded ones at N = K + S (replication: 2K)."""
+  del names  # every entry is cheap to describe
+  k, s = FMNIST_K, num_stragglers
+  if s < 1:
+    raise app.UsageError(f"--num_stragglers must be >= 1, got {s}.")
+  parm_workdir = _PARM_WORKDIR.value or str(workdir / f"parm_fmnist_k{k}")
+  learned_workdir = _LEARNED_WORKDIR.value or str(workdir / f"learned_fmnist_k{k}")
+  with_n = dict(name_suffix=" N={N}")
+  schemes = dict(
+      uncoded=_planned("uncoded", k, **with_n),
+      replication=_planned("replication", k, 1, **with_n),
+      berrut=_planned("berrut", k, s, **with_n),
+      lcc=_planned("lcc", k, s, **with_n),
+      parm=_planned("parm", k, 1, config=parm_fmnist.get_config(f"k{k}"), workdir=parm_workdir,
+                    train=not _PARM_WORKDIR.value, **with_n),
+      # Redeployed at N = K + S with new worker points, as the equal-resource harness does.
+      learned=_planned("learned", k, s, config=coder_fmnist_k8_equal.get_config(),
+                       workdir=learned_workdir, deploy_at="k_plus_s",
+                       train=not _LEARNED_WORKDIR.value, **with_n),
+  )
+  base_workdir = pathlib.Path(_BASE_WORKDIR.value or workdir / "base_fmnist")
+  config = _base_fields("fashion_mnist", fashion_mnist_lenet.get_config(), base_workdir)
+  return ModelSet(config, schemes)
 
 
 def _check_scheme(name: str) -> None:
@@ -227,124 +319,72 @@ def _check_scheme(name: str) -> None:
     raise app.UsageError(f"Unknown scheme {name!r}; use some of {SCHEMES}.")
 
 
-def build_deployments(names, num_workers: int, workdir: pathlib.Path) -> dict:
-  """digits: name -> Deployment, every one with ``num_workers`` workers."""
-  if num_workers < 4 or num_workers % 2:
-    raise app.UsageError(f"--num_workers must be even and >= 4, got {num_workers}.")
-  base_workdir = workdir / "base"
-  f, params = _base(base_workdir)
-  n = num_workers
-  built = {}
+def _log(line: str) -> None:
+  print(line, flush=True)
+
+
+def build_deployments(
+    models: ModelSet, names, workdir: pathlib.Path
+) -> tuple[dict[str, deployment.Deployment], dict[str, str]]:
+  """name -> Deployment for each of ``names``; and notes on the trained parts used.
+
+  Each entry is checked (``registry.Kind.check``) before anything trains, then
+  built by its registered kind (``Kind.build``) around the base classifier,
+  with its trained part (ParM's parity model, a learned code) trained into or
+  reloaded from ``entry.workdir`` by ``comparison.trained.TrainedParts``.
+
+  Raises:
+    app.UsageError: an unknown name, an entry that cannot be built at its K
+      and S, a trained part for another K, or a deployment whose N is not
+      ``models.num_workers``.
+  """
   for name in names:
     _check_scheme(name)
-    if name == "uncoded":
-      built[name] = deployment.Deployment.homogeneous(
-          f"uncoded K={n}", schemes.Uncoded.create(n), f, params)
-    elif name == "replication":
-      built[name] = deployment.Deployment.homogeneous(
-          f"replication K={n // 2} r=2", schemes.Replication.create(n // 2, 1), f, params)
-    elif name == "berrut":
-      built[name] = deployment.Deployment.homogeneous(
-          f"Berrut K={n - 2} S=2", schemes.BerrutCode.create(n - 2, 2), f, params)
-    elif name == "lcc":
-      built[name] = deployment.Deployment.homogeneous(
-          f"LCC d=1 K={n - 2} S=2", schemes.LagrangeCode.create(n - 2, 2, degree=1), f, params)
-    elif name == "parm":
-      parity_fn, parity_params = _parity_fn(workdir / f"parm_k{n - 1}", base_workdir, n - 1)
-      built[name] = deployment.Deployment.parity(
-          f"ParM K={n - 1} r=1", schemes.ParityCode.create(n - 1), f, params, parity_fn,
-          parity_params)
-    elif name == "learned":
-      if _LEARNED_WORKDIR.value:
-        code, _ = training.coder.load(_LEARNED_WORKDIR.value)
-      else:
-        code = _learned_code(workdir / f"learned_k{n - 2}", base_workdir, n - 2, 2)
-      built[name] = deployment.Deployment.learned(
-          f"learned K={code.num_queries} R={code.recovery_threshold}", code)
-    if built[name].num_workers != n:
+  chosen = {name: models.schemes[name] for name in names}
+  for name, planned in chosen.items():
+    try:
+      registry.get(planned.entry.kind).check(
+          planned.entry, planned.num_queries, [planned.num_stragglers])
+    except ValueError as error:
+      raise app.UsageError(f"{name}: {error}") from error
+  model, base_config, base_workdir = trained_lib.base_classifier(models.config, workdir, _log)
+  base_task = deployment.WorkerTask(*training.classifier.as_worker_fn(model))
+  parts = {k: trained_lib.TrainedParts(workdir, k, base_config, base_workdir, _log)
+           for k in {planned.num_queries for planned in chosen.values()}}
+  query_range = queries.value_range(models.config.dataset)
+  built, notes = {}, {"base": str(base_workdir)}
+  for name, planned in chosen.items():
+    entry, k, s = planned.entry, planned.num_queries, planned.num_stragglers
+    kind = registry.get(entry.kind)
+    try:
+      part = parts[k].get(name, entry, train=planned.train)
+      made = kind.build(entry, s if kind.sized_for(entry) else 0,
+                        registry.BuildContext(k, base_task, trained=part))
+    except ValueError as error:
+      raise app.UsageError(f"{name}: {error}") from error
+    if made is None:
+      threshold = getattr(part, "recovery_threshold", None)
       raise app.UsageError(
-          f"{built[name].name} has N = {built[name].num_workers} workers, not --num_workers={n}."
-      )
-  return built
-
-
-def _trained(workdir: pathlib.Path, config, what: str) -> pathlib.Path:
-  """``workdir`` once a finished run of ``config`` is there (trained first where it is not)."""
-  if not training.is_finished(workdir):
-    print(f"training {what} into {workdir} (not finished there yet)", flush=True)
-    training.train(config, workdir)
-  return workdir
-
-
-def build_fmnist_deployments(names, num_stragglers: int, workdir: pathlib.Path):
-  """fashion_mnist: name -> Deployment at K = 8, N = K + S; and notes on the trained parts."""
-  k, s = FMNIST_K, num_stragglers
-  if s < 1:
-    raise app.UsageError(f"--num_stragglers must be >= 1, got {s}.")
-  base_config = fashion_mnist_lenet.get_config()
-  base_config.progress_bar = False
-  base_workdir = pathlib.Path(_BASE_WORKDIR.value or workdir / "base_fmnist")
-  _trained(base_workdir, base_config, "the LeNet-5 base classifier")
-  model, _ = training.load_model(base_workdir)
-  f, params = training.parity.as_worker_fn(model)
-  notes = {"base": str(base_workdir)}
-  built = {}
-  for name in names:
-    _check_scheme(name)
-    if name == "uncoded":
-      built[name] = deployment.Deployment.homogeneous(
-          f"uncoded K={k} N={k}", schemes.Uncoded.create(k), f, params)
-    elif name == "replication":
-      built[name] = deployment.Deployment.homogeneous(
-          f"replication K={k} r=2 N={2 * k}", schemes.Replication.create(k, 1), f, params)
-    elif name == "berrut":
-      built[name] = deployment.Deployment.homogeneous(
-          f"Berrut K={k} S={s} N={k + s}", schemes.BerrutCode.create(k, s), f, params)
-    elif name == "lcc":
-      built[name] = deployment.Deployment.homogeneous(
-          f"LCC d=1 K={k} S={s} N={k + s}", schemes.LagrangeCode.create(k, s, degree=1), f,
-          params)
-    elif name == "parm":
-      config = parm_fmnist.get_config(f"k{k}")
-      config.base, config.base_workdir = base_config, str(base_workdir)
-      config.progress_bar = False
-      parm_workdir = pathlib.Path(_PARM_WORKDIR.value or workdir / f"parm_fmnist_k{k}")
-      if not _PARM_WORKDIR.value:
-        _trained(parm_workdir, config, "ParM's parity model")
-      parity_model, parity_config = training.parity.load(parm_workdir)
-      parity_fn, parity_params = training.parity.as_worker_fn(parity_model, parity_config.target)
-      built[name] = deployment.Deployment.parity(
-          f"ParM K={k} r=1 N={k + 1}", schemes.ParityCode.create(k), f, params, parity_fn,
-          parity_params)
-      notes["parm"] = f"{parm_workdir} (finished: {training.is_finished(parm_workdir)})"
-    elif name == "learned":
-      config = coder_fmnist_k8_equal.get_config()
-      config.base, config.base_workdir = base_config, str(base_workdir)
-      learned_workdir = pathlib.Path(_LEARNED_WORKDIR.value or workdir / f"learned_fmnist_k{k}")
-      if not _LEARNED_WORKDIR.value:
-        _trained(learned_workdir, config, "the learned polynomial code (about 20 minutes)")
-      code, code_config = training.coder.load(learned_workdir)
-      if code.num_queries != k or not isinstance(code, schemes.PolynomialCode):
-        raise app.UsageError(
-            f"{learned_workdir}: a learned polynomial code for K = {k} is needed, got "
-            f"{type(code).__name__} with K = {code.num_queries}.")
-      n, r = k + s, code.recovery_threshold
-      if n < r:
-        raise app.UsageError(f"The learned code needs N >= R = {r}; K + S = {n}.")
-      # As the equal-resource harness redeploys it (schemes.learned: deploy_at = "k_plus_s").
-      _, worker_points = points.default_points(k, n, code.worker_points[...].dtype)
-      code = code.with_worker_points(worker_points)
-      built[name] = deployment.Deployment.learned(f"learned K={k} R={r} N={n}", code)
-      step = _checkpoint_step(learned_workdir)
-      notes["learned"] = (
-          f"{learned_workdir} (finished: {training.is_finished(learned_workdir)}, step {step} "
-          f"of {code_config.num_steps})")
+          f"{name}: a {entry.kind} deployment cannot be built at K = {k}, S = {s}"
+          + (f" (it needs N = K + S >= R = {threshold})." if threshold else "."))
+    scheme, tasks, roles = made
+    sizes = scheme.sizes
+    label = planned.name.format(K=sizes.num_queries, N=sizes.num_workers,
+                                R=sizes.recovery_threshold, S=s)
+    built[name] = deployment.Deployment(label, scheme, tasks, roles, query_range=query_range)
+    if models.num_workers is not None and sizes.num_workers != models.num_workers:
+      raise app.UsageError(
+          f"{label} has N = {sizes.num_workers} workers, not --num_workers={models.num_workers}.")
+    if kind.trains:
+      notes[name] = _part_note(parts[k].workdir_of(name, entry))
   return built, notes
 
 
-def _checkpoint_step(workdir: pathlib.Path):
+def _part_note(workdir: pathlib.Path) -> str:
   steps = [int(p.name) for p in (workdir / "checkpoints").glob("*") if p.name.isdigit()]
-  return max(steps) if steps else None
+  num_steps = trained_lib.stored_config(workdir).get("num_steps")
+  return (f"{workdir} (finished: {training.is_finished(workdir)}, step "
+          f"{max(steps) if steps else None} of {num_steps})")
 
 
 def latency_profile(num_workers: int, seed: int) -> tuple[serving.WorkerLatency, ...]:
@@ -694,9 +734,10 @@ def main(argv):
     raise app.UsageError(f"--reference={_REFERENCE.value} is not among the schemes {keys}.")
   names = list(dict.fromkeys(keys + http_keys))
   if _DATASET.value == "fashion_mnist":
-    deployments, notes = build_fmnist_deployments(names, _NUM_STRAGGLERS.value, workdir)
+    models = fmnist_models(names, _NUM_STRAGGLERS.value, workdir)
   else:
-    deployments, notes = build_deployments(names, _NUM_WORKERS.value, workdir), {}
+    models = digits_models(names, _NUM_WORKERS.value, workdir)
+  deployments, notes = build_deployments(models, names, workdir)
   pairs = [(key, "in-process") for key in keys] + [(key, "HTTP") for key in http_keys]
   test = data.load(_DATASET.value, "test", seed=None)
   loads = [os.getloadavg()[0]]

@@ -280,10 +280,28 @@ def _time_calls(fn, *, repeats, number):
   return min(times)
 
 
+def conv_im2col(x, w, padding):
+  """The same convolution as kh * kw shifted slices concatenated on the channels, then one GEMM.
+
+  (B, H, W, Cin) NHWC and (kh, kw, Cin, Cout) HWIO, stride 1: what a convolution
+  costs on XLA's CPU when it is a plain dot (its backward: pads, adds and a dot).
+  """
+  kh, kw, cin, cout = w.shape
+  if padding == "SAME":
+    x = jnp.pad(x, ((0, 0), ((kh - 1) // 2, kh // 2), ((kw - 1) // 2, kw // 2), (0, 0)))
+  batch, height, width, _ = x.shape
+  out_h, out_w = height - kh + 1, width - kw + 1
+  patches = jnp.concatenate(
+      [x[:, i:i + out_h, j:j + out_w, :] for i in range(kh) for j in range(kw)], axis=-1)
+  out = jnp.dot(patches.reshape(-1, kh * kw * cin), w.reshape(kh * kw * cin, cout))
+  return out.reshape(batch, out_h, out_w, cout)
+
+
 def conv_profile(torch, repeats, batch=128):
   """Per-op times of LeNet-5's two convolutions (batch 128), forward and forward + backward.
 
-  Returns rows (name, JAX ms, PyTorch ms or None, GFLOP per call).
+  Also the same two convolutions as ``conv_im2col`` (JAX only). Returns rows
+  (name, JAX ms, PyTorch ms or None, GFLOP per call).
   """
   rng = np.random.default_rng(0)
   shapes = {  # (input NHWC, kernel HWIO, padding)
@@ -328,6 +346,13 @@ def conv_profile(torch, repeats, batch=128):
       torch_bwd = _time_calls(torch_step, repeats=repeats, number=20)
     rows.append((f"{name}: forward", jax_fwd, torch_fwd, gflop))
     rows.append((f"{name}: forward + backward", jax_bwd, torch_bwd, gflop * (3 if needs_dx else 2)))
+    im2col = functools.partial(conv_im2col, padding=padding)
+    np.testing.assert_allclose(jax.jit(im2col)(xj, wj), fwd(xj, wj), rtol=1e-4, atol=1e-3)
+    im2col_bwd = jax.jit(jax.grad(lambda x, w: 0.5 * jnp.sum(im2col(x, w) ** 2),
+                                  argnums=(0, 1) if needs_dx else 1))
+    rows.append((f"{name}: forward + backward, as im2col + one GEMM (JAX only)",
+                 _time_calls(lambda: jax.block_until_ready(im2col_bwd(xj, wj)), repeats=repeats,
+                             number=20), None, gflop * (3 if needs_dx else 2)))
   return rows
 
 

@@ -23,3 +23,23 @@ def rng():
   seed = np.random.SeedSequence().entropy % (2**32)
   print(f"numpy seed: {seed}")
   return np.random.default_rng(seed)
+
+
+# Under pytest-xdist (``-n``, ``--dist loadgroup``) each test file runs whole on
+# one worker, so its module-scoped fixtures (trained models, Ray clusters) are
+# built once; the files that start a Ray cluster share one group, so no two
+# clusters (and Serve's proxy) run at once on a small machine.
+_RAY_FILES = frozenset({"test_serving", "test_http"})
+
+
+def pytest_collection_modifyitems(config, items):
+  del config
+  for item in items:
+    stem = item.path.stem
+    item.add_marker(pytest.mark.xdist_group("ray" if stem in _RAY_FILES else stem))
+
+
+def pytest_xdist_auto_num_workers(config):
+  """``-n auto``: one worker per core, at most 4 (each holds a JAX runtime and its compiles)."""
+  del config
+  return max(1, min(len(os.sched_getaffinity(0)), 4))

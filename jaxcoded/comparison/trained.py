@@ -4,7 +4,9 @@ Every part is trained on demand with ``jaxcoded.training.train`` (any task)
 into its workdir, or reloaded when that run is finished
 (``training.is_finished``); a kind's part is what its training task calls
 ``deployable(workdir)`` (ParM's parity model as a worker task, a learned
-code itself). Parts are cached per scheme name.
+code itself). Parts are cached per scheme name. A run given as it is (a
+workdir named on a command line) is served from its latest checkpoint,
+finished or not, with ``TrainedParts.get(..., train=False)``.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from flax import nnx
 from jaxcoded import training
 from jaxcoded.schemes import registry
 
-__all__ = ["TrainedParts", "base_classifier"]
+__all__ = ["TrainedParts", "base_classifier", "stored_config"]
 
 
 def base_classifier(
@@ -42,6 +44,18 @@ def base_classifier(
         f"but this comparison is on {config.dataset}."
     )
   return model, base_config, base_workdir
+
+
+def stored_config(workdir: str | pathlib.Path) -> dict[str, Any]:
+  """The config a training run in ``workdir`` was started with (its ``config.json``).
+
+  Raises:
+    FileNotFoundError: ``workdir`` holds no training run.
+  """
+  config_path = pathlib.Path(workdir) / training.CONFIG_FILE
+  if not config_path.exists():
+    raise FileNotFoundError(f"{config_path} does not exist: {workdir} is not a training workdir.")
+  return json.loads(config_path.read_text())
 
 
 class TrainedParts:
@@ -69,8 +83,16 @@ class TrainedParts:
     safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in name)
     return self.workdir / "trained" / safe
 
-  def get(self, name: str, entry: ml_collections.ConfigDict) -> Any:
-    """The deployable trained part of scheme ``name`` (None for kinds without one)."""
+  def get(self, name: str, entry: ml_collections.ConfigDict, *, train: bool = True) -> Any:
+    """The deployable trained part of scheme ``name`` (None for kinds without one).
+
+    Args:
+      name: the scheme's name (the cache key, and its default workdir).
+      entry: its config entry (``kind``; ``config`` and ``workdir`` for the part).
+      train: train (or resume) a part whose run is not finished; False loads
+        the run as it is, from its latest checkpoint (FileNotFoundError where
+        there is none).
+    """
     kind = registry.get(entry.kind)
     if kind.trains is None:
       return None
@@ -78,6 +100,8 @@ class TrainedParts:
       workdir = self.workdir_of(name, entry)
       if training.is_finished(workdir):
         self.log(f"{name}: reloading its {kind.trains} part from {workdir}")
+      elif not train:
+        self.log(f"{name}: loading its {kind.trains} part from {workdir} as it is (unfinished)")
       else:
         self.log(f"{name}: training its {kind.trains} part -> {workdir}")
         config = self._training_config(entry, kind.trains)
@@ -99,10 +123,7 @@ class TrainedParts:
     return config
 
   def _check_num_queries(self, workdir: pathlib.Path) -> None:
-    config_path = workdir / training.CONFIG_FILE
-    if not config_path.exists():
-      raise FileNotFoundError(f"{config_path} does not exist: {workdir} is not a training workdir.")
-    stored = json.loads(config_path.read_text())
+    stored = stored_config(workdir)
     if stored.get("num_queries") != self.num_queries:
       raise ValueError(
           f"The trained part in {workdir} is for K = {stored.get('num_queries')} queries per "

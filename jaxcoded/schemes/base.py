@@ -325,3 +325,26 @@ class Scheme(abc.ABC):
         type(self).__name__, self, WorkerTask(worker_fn, params), query_range=query_range
     )
     return served(queries, mask, mesh=mesh)
+
+
+class TrainedCode:
+  """Mixin of the kinds whose part is a trained code, deployed from a config entry.
+
+  The entry's ``deploy_at`` is "trained" (the default: the N it was trained
+  with) or "k_plus_s" (built anew at N = K + S for each S, without
+  retraining). Put it before ``Scheme`` among the bases.
+  """
+
+  @classmethod
+  def resized_by(cls, entry) -> bool:
+    deploy_at = entry.get("deploy_at", "trained")
+    if deploy_at not in ("trained", "k_plus_s"):
+      raise ValueError(
+          f"deploy_at must be 'trained' (the N it was trained with) or 'k_plus_s', got "
+          f"{deploy_at!r}."
+      )
+    return deploy_at == "k_plus_s"
+
+  @classmethod
+  def check_config(cls, entry, num_queries: int, stragglers) -> None:
+    del entry, num_queries, stragglers  # its training config is checked when it trains

@@ -93,7 +93,7 @@ def _power_basis(z: jax.Array, degree: int) -> jax.Array:
 
 
 @registry.register("learned", sized=False, trains="coder")
-class PolynomialCode(nnx.Module, base.Scheme):
+class PolynomialCode(nnx.Module, base.TrainedCode, base.Scheme):
   """Learned polynomial code with the exact recovery threshold R = de * dh + 1.
 
   Attributes:
@@ -132,20 +132,6 @@ class PolynomialCode(nnx.Module, base.Scheme):
           ctx.num_queries, num_workers, code.worker_points[...].dtype)
       code = code.with_worker_points(worker_points)
     return (code, *code.worker_tasks())
-
-  @classmethod
-  def resized_by(cls, entry) -> bool:
-    deploy_at = entry.get("deploy_at", "trained")
-    if deploy_at not in ("trained", "k_plus_s"):
-      raise ValueError(
-          f"deploy_at must be 'trained' (the N it was trained with) or 'k_plus_s', got "
-          f"{deploy_at!r}."
-      )
-    return deploy_at == "k_plus_s"
-
-  @classmethod
-  def check_config(cls, entry, num_queries: int, stragglers) -> None:
-    pass  # its training config is checked when it trains
 
   def __init__(
       self,

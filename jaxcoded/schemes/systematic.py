@@ -46,7 +46,7 @@ class _WorkerIndex(nnx.Variable):
 
 
 @registry.register("learned_systematic", sized=False, trains="coder")
-class LearnedSystematicCode(nnx.Module, base.Scheme):
+class LearnedSystematicCode(nnx.Module, base.TrainedCode, base.Scheme):
   """K systematic workers and P learned parities, all running the frozen f.
 
   Attributes:
@@ -134,20 +134,6 @@ class LearnedSystematicCode(nnx.Module, base.Scheme):
         return None
       code = code.with_num_parities(num_stragglers)
     return (code, *code.worker_tasks())
-
-  @classmethod
-  def resized_by(cls, entry) -> bool:
-    deploy_at = entry.get("deploy_at", "trained")
-    if deploy_at not in ("trained", "k_plus_s"):
-      raise ValueError(
-          f"deploy_at must be 'trained' (the N it was trained with) or 'k_plus_s', got "
-          f"{deploy_at!r}."
-      )
-    return deploy_at == "k_plus_s"
-
-  @classmethod
-  def check_config(cls, entry, num_queries: int, stragglers) -> None:
-    pass  # its training config is checked when it trains
 
   # -- sizes ------------------------------------------------------------------------
 
