@@ -39,6 +39,7 @@ def pytest_collection_modifyitems(config, items):
     item.add_marker(pytest.mark.xdist_group("ray" if stem in _RAY_FILES else stem))
 
 
+@pytest.hookimpl(optionalhook=True)  # defined by pytest-xdist
 def pytest_xdist_auto_num_workers(config):
   """``-n auto``: one worker per core, at most 4 (each holds a JAX runtime and its compiles)."""
   del config
