@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -55,6 +56,7 @@ __all__ = [
     "SpaceToDepth",
     "SystematicDecoder",
     "check_polynomial_degree",
+    "frozen_worker_fn",
     "group_lagrange_mixing",
     "poly_cnn",
     "space_to_depth",
@@ -635,3 +637,18 @@ class SystematicDecoder(nnx.Module):
     for layer in self.layers:
       z = nnx.gelu(layer(z))
     return self.out(z).reshape(self.num_queries, self.num_classes)
+
+
+def frozen_worker_fn(classifier: nnx.Module) -> tuple[Callable[[Any, jax.Array], jax.Array], Any]:
+  """(worker_fn, params): ``classifier`` on one input, its parameters frozen.
+
+  ``worker_fn(params, x)`` maps one (H, W, C) input to its (C,) logits;
+  ``jax.lax.stop_gradient`` on the parameters keeps f out of a code's training
+  even when the caller differentiates through the workers.
+  """
+  graphdef, state = nnx.split(classifier)
+
+  def worker_fn(params, x):
+    return nnx.merge(graphdef, jax.lax.stop_gradient(params))(x[None])[0]
+
+  return worker_fn, state

@@ -796,32 +796,36 @@ def polyfit_interpolate(
 # ---------------------------------------------------------------------------
 # Cubic smoothing splines (LeTCC, NeRCC).
 
-__all__.append("smoothing_spline_matrix")
+__all__ += ["check_smoothing", "smoothing_spline_matrix"]
 
 
-def _check_smoothing(smoothing: ArrayLike, what: str) -> None:
-  """Raises ValueError unless smoothing is a real scalar in [0, inf] (static checks under jit)."""
+def check_smoothing(smoothing: ArrayLike, what: str, name: str = "smoothing") -> None:
+  """Raises ValueError unless ``smoothing`` is a real scalar in [0, inf].
+
+  Under jit only the static checks (shape, dtype) run; a negative traced
+  value yields NaN. ``what`` and ``name`` say whose argument it is in the
+  message ("SplineCode: decoder_smoothing must be ...").
+  """
   if isinstance(smoothing, jax.core.Tracer):
     shape, dtype, value = smoothing.shape, smoothing.dtype, None
   else:
     try:
       value = np.asarray(smoothing)
     except (TypeError, ValueError) as error:
-      raise ValueError(f"{what}: smoothing must be a real number, got {smoothing!r}.") from error
+      raise ValueError(f"{what}: {name} must be a real number, got {smoothing!r}.") from error
     shape, dtype = value.shape, value.dtype
   if shape != ():
-    raise ValueError(f"{what}: smoothing must be a scalar, got shape {shape}.")
+    raise ValueError(f"{what}: {name} must be a scalar, got shape {shape}.")
   if dtype == np.bool_ or not (
       jnp.issubdtype(dtype, jnp.floating) or jnp.issubdtype(dtype, jnp.integer)
   ):
-    raise ValueError(f"{what}: smoothing must be a real number, got dtype {dtype}.")
+    raise ValueError(f"{what}: {name} must be a real number, got dtype {dtype}.")
   if value is None:
-    return  # Under jit: a negative value yields NaN.
+    return
   number = float(value)
   if np.isnan(number) or number < 0:
     raise ValueError(
-        f"{what}: smoothing must be >= 0 (0 interpolates, inf fits a straight line), "
-        f"got {number}."
+        f"{what}: {name} must be >= 0 (0 interpolates, inf fits a straight line), got {number}."
     )
 
 
@@ -1041,6 +1045,6 @@ def smoothing_spline_matrix(
   """
   what = "smoothing_spline_matrix"
   nodes, targets, mask = _check_inputs(nodes, targets, mask, min_available=0, what=what)
-  _check_smoothing(smoothing, what)
+  check_smoothing(smoothing, what)
   smoothing = jnp.asarray(smoothing, dtype=nodes.dtype)
   return _smoothing_spline_matrix(nodes, targets, smoothing, _full_mask(nodes, mask))

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from jaxcoded import coders
+from jaxcoded import coders, models
 
 
 @pytest.mark.parametrize("power,num_activations", [(2, 1), (2, 2), (3, 1)])
@@ -105,3 +105,14 @@ def test_grouped_space_to_depth_keeps_blocks_contiguous():
   y = coders.SpaceToDepth(2, groups=2)(x)
   np.testing.assert_array_equal(y[..., :12], coders.space_to_depth(x[..., :3]))
   np.testing.assert_array_equal(y[..., 12:], coders.space_to_depth(x[..., 3:]))
+
+
+def test_frozen_worker_fn_is_the_classifier_and_passes_no_gradient_to_it(rng):
+  classifier = models.create("digits_mlp", rngs=nnx.Rngs(0))
+  worker_fn, params = coders.frozen_worker_fn(classifier)
+  x = jnp.asarray(rng.normal(size=models.INPUT_SHAPES["digits_mlp"]), jnp.float32)
+  np.testing.assert_allclose(worker_fn(params, x), classifier(x[None])[0], rtol=1e-6, atol=1e-6)
+  grads = jax.grad(lambda p: jnp.sum(worker_fn(p, x) ** 2))(params)
+  assert all(float(jnp.max(jnp.abs(g))) == 0.0 for g in jax.tree.leaves(grads))
+  x_grad = jax.grad(lambda x: jnp.sum(worker_fn(params, x) ** 2))(x)
+  assert float(jnp.max(jnp.abs(x_grad))) > 0  # still differentiable in its input

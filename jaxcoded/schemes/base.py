@@ -77,6 +77,12 @@ def check_group_sizes(num_queries: int, num_stragglers: int) -> tuple[int, int]:
   return num_queries, num_stragglers
 
 
+def k_plus_s_sizes(num_queries: int, num_stragglers: int) -> SchemeSizes:
+  """ApproxIFER's sizes, shared by the model-agnostic approximate codes: N = K + S, R = K."""
+  num_queries, num_stragglers = check_group_sizes(num_queries, num_stragglers)
+  return SchemeSizes(num_queries, num_queries + num_stragglers, num_queries)
+
+
 class WorkerTask(NamedTuple):
   """What one kind of worker computes: ``fn(params, x)`` on one coded input x.
 

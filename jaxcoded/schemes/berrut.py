@@ -39,8 +39,7 @@ class BerrutCode(base.Scheme):
   @staticmethod
   def sizes_for(num_queries: int, num_stragglers: int) -> base.SchemeSizes:
     """ApproxIFER's sizes: N = K + S, R = K."""
-    base.check_group_sizes(num_queries, num_stragglers)
-    return base.SchemeSizes(num_queries, num_queries + num_stragglers, num_queries)
+    return base.k_plus_s_sizes(num_queries, num_stragglers)
 
   @classmethod
   def create(

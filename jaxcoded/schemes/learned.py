@@ -474,12 +474,7 @@ class LearnedLagrangeCode(nnx.Module, base.Scheme):
 
   def worker_fn(self) -> tuple[base.WorkerFn, Any]:
     """(worker_fn, params): the frozen classifier on one coded input."""
-    graphdef, state = nnx.split(self.classifier)
-
-    def worker_fn(params, x):
-      return nnx.merge(graphdef, jax.lax.stop_gradient(params))(x[None])[0]
-
-    return worker_fn, state
+    return coders.frozen_worker_fn(self.classifier)
 
   def worker_tasks(self, base_task=None, trained_task=None):
     """Every worker runs the frozen classifier on its coded input (design A)."""

@@ -46,26 +46,6 @@ __all__ = ["DEFAULT_GRID", "SmoothingFit", "SplineCode", "fit_smoothing", "fitte
 DEFAULT_GRID = (0.0,) + tuple(float(v) for v in 10.0 ** np.arange(-6.0, 1.5, 0.5))
 
 
-def _check_smoothing_value(value: ArrayLike, name: str, what: str) -> None:
-  """Raises ValueError unless value is a real scalar >= 0 (only static checks under jit)."""
-  if isinstance(value, jax.core.Tracer):
-    shape, dtype, array = value.shape, value.dtype, None
-  else:
-    try:
-      array = np.asarray(value)
-    except (TypeError, ValueError) as error:
-      raise ValueError(f"{what}: {name} must be a real number, got {value!r}.") from error
-    shape, dtype = array.shape, array.dtype
-  if shape != ():
-    raise ValueError(f"{what}: {name} must be a scalar, got shape {shape}.")
-  if dtype == np.bool_ or not (
-      np.issubdtype(dtype, np.floating) or np.issubdtype(dtype, np.integer)
-  ):
-    raise ValueError(f"{what}: {name} must be a real number, got dtype {dtype}.")
-  if array is not None and not float(array) >= 0:
-    raise ValueError(f"{what}: {name} must be >= 0 (0 interpolates), got {float(array)}.")
-
-
 @registry.register("spline", sized=True)
 @jax.tree_util.register_dataclass
 @dataclasses.dataclass(frozen=True)
@@ -109,8 +89,7 @@ class SplineCode(base.Scheme):
   @staticmethod
   def sizes_for(num_queries: int, num_stragglers: int) -> base.SchemeSizes:
     """ApproxIFER's sizes: N = K + S, R = K (it decodes from fewer, approximately)."""
-    base.check_group_sizes(num_queries, num_stragglers)
-    return base.SchemeSizes(num_queries, num_queries + num_stragglers, num_queries)
+    return base.k_plus_s_sizes(num_queries, num_stragglers)
 
   @classmethod
   def create(
@@ -140,8 +119,8 @@ class SplineCode(base.Scheme):
     """
     sizes = cls.sizes_for(num_queries, num_stragglers)
     a, b = points.resolve_points(sizes, data_points, worker_points, dtype, "SplineCode", "R = K")
-    _check_smoothing_value(encoder_smoothing, "encoder_smoothing", "SplineCode")
-    _check_smoothing_value(decoder_smoothing, "decoder_smoothing", "SplineCode")
+    interp.check_smoothing(encoder_smoothing, "SplineCode", "encoder_smoothing")
+    interp.check_smoothing(decoder_smoothing, "SplineCode", "decoder_smoothing")
     return cls(
         data_points=a,
         worker_points=b,
@@ -171,14 +150,14 @@ class SplineCode(base.Scheme):
       if isinstance(grid, (str, bytes)) or not hasattr(grid, "__len__") or len(grid) < 1:
         raise ValueError(f"SplineCode: fit_grid must be a non-empty sequence of values, got {grid!r}.")
       for value in grid:
-        _check_smoothing_value(value, "fit_grid value", "SplineCode")
+        interp.check_smoothing(value, "SplineCode", "fit_grid value")
     for name in ("fit_masks", "fit_images"):
       value = entry.get(name)
       if value is not None and (not isinstance(value, (int, np.integer)) or isinstance(value, bool)
                                 or value < 1):
         raise ValueError(f"SplineCode: {name} must be an integer >= 1, got {value!r}.")
     for name, value in cls.options_of(entry).items():
-      _check_smoothing_value(value, name, "SplineCode")
+      interp.check_smoothing(value, "SplineCode", name)
 
   @classmethod
   def from_config(cls, entry, num_stragglers: int, ctx):

@@ -161,12 +161,7 @@ class LearnedSystematicCode(nnx.Module, base.TrainedCode, base.Scheme):
 
   def worker_fn(self) -> tuple[base.WorkerFn, Any]:
     """(worker_fn, params): the frozen classifier on one input."""
-    graphdef, state = nnx.split(self.classifier)
-
-    def worker_fn(params, x):
-      return nnx.merge(graphdef, jax.lax.stop_gradient(params))(x[None])[0]
-
-    return worker_fn, state
+    return coders.frozen_worker_fn(self.classifier)
 
   def worker_tasks(self, base_task=None, trained_task=None):
     """Every worker runs the frozen classifier (its own copy of f) on its input."""
