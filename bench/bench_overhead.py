@@ -23,11 +23,17 @@ FLOPs.
 
   python bench/bench_overhead.py                       # every scheme, S = 1..3, G = 1, 16, 64, 256
   python bench/bench_overhead.py --schemes=Berrut,"learned polynomial" --groups=64 --repeats=9
+  # plot a table printed earlier (no measuring): overhead against G, one line per scheme
+  python bench/bench_overhead.py --from_table=docs/results/bench/overhead_k8.md \
+      --plot=docs/figures/coding_overhead_k8.png
 
-A few minutes on 2 cores (about 100 compilations).
+A few minutes on 2 cores (about 100 compilations). ``--plot`` also works on a
+measuring run (needs matplotlib).
 """
 
 from __future__ import annotations
+
+import pathlib
 
 import ml_collections
 
@@ -48,6 +54,9 @@ _SCHEMES = flags.DEFINE_list("schemes", None, "Scheme names of the config (defau
 _STRAGGLERS = flags.DEFINE_list("stragglers", ["1", "2", "3"], "Numbers of stragglers S.")
 _GROUPS = flags.DEFINE_list("groups", ["1", "16", "64", "256"], "Groups coded per call (G).")
 _REPEATS = flags.DEFINE_integer("repeats", 7, "Interleaved timed repeats (median reported).")
+_PLOT = flags.DEFINE_string("plot", None, "Write a PNG of overhead against G to this path.")
+_FROM_TABLE = flags.DEFINE_string(
+    "from_table", None, "Read the rows from this earlier output instead of measuring.")
 # A fixed smoothing stands in for the fitted one: the spline code's cost does not depend on it.
 _SPLINE_SMOOTHING = 1e-3
 
@@ -132,8 +141,61 @@ def time_deployment(served, base_task, shape, num_stragglers, groups, repeats, r
   return seconds, flop_ratio
 
 
+HEADER = ["scheme", "S", "N", "G", "encode ms", "workers ms", "decode ms", "f on N workers ms",
+          "(encode + decode) / workers", "/ f on N workers", "/ workers in FLOPs"]
+
+
+def read_table(path: str) -> list[dict[str, str]]:
+  """The rows of an earlier output of this script, as header -> cell."""
+  rows = []
+  for line in pathlib.Path(path).read_text().splitlines():
+    cells = [c.strip() for c in line.strip().strip("|").split("|")]
+    if len(cells) == len(HEADER) and cells[0] not in ("scheme", "---") and cells[1].isdigit():
+      rows.append(dict(zip(HEADER, cells)))
+  if not rows:
+    raise app.UsageError(f"{path} holds no table of bench/bench_overhead.py.")
+  return rows
+
+
+def plot(rows: list[dict[str, str]], path: str) -> None:
+  """(encode + decode) / workers against G, the median over S, one line per scheme."""
+  try:
+    import matplotlib  # pylint: disable=g-import-not-at-top
+  except ImportError as error:
+    raise app.UsageError("--plot needs matplotlib: pip install matplotlib") from error
+  matplotlib.use("Agg")
+  from matplotlib import pyplot as plt  # pylint: disable=g-import-not-at-top
+
+  percent = lambda cell: float(cell.rstrip("%"))  # noqa: E731
+  fig, ax = plt.subplots(figsize=(7, 4.5))
+  for name in dict.fromkeys(r["scheme"] for r in rows):
+    mine = [r for r in rows if r["scheme"] == name]
+    groups = sorted({int(r["G"]) for r in mine})
+    ratios = [np.median([percent(r[HEADER[8]]) for r in mine if int(r["G"]) == g]) for g in groups]
+    ax.plot(groups, ratios, marker="o", label=name)
+  ax.axhline(10, color="gray", linestyle="--", linewidth=1)
+  ax.set_xscale("log", base=2)
+  ticks = sorted({int(r["G"]) for r in rows})
+  ax.set_xticks(ticks, [str(g) for g in ticks])
+  ax.set_yscale("log")
+  ax.set_xlabel("groups per call G")
+  ax.set_ylabel("(encode + decode) / workers' time, %")
+  ax.set_title("Coding overhead (median over S = 1..3); dashed: 10%")
+  ax.legend(fontsize=8)
+  fig.tight_layout()
+  pathlib.Path(path).parent.mkdir(parents=True, exist_ok=True)
+  fig.savefig(path, dpi=120)
+  plt.close(fig)
+  print(f"wrote {path}")
+
+
 def main(argv):
   del argv
+  if _FROM_TABLE.value:
+    if not _PLOT.value:
+      raise app.UsageError("--from_table only makes a plot: give --plot=PATH too.")
+    plot(read_table(_FROM_TABLE.value), _PLOT.value)
+    return
   print(environment.markdown(), flush=True)
   config = eval_fmnist_equal.get_config(_VARIANT.value)
   names = _SCHEMES.value or comparison.plan.scheme_names(config)
@@ -149,10 +211,9 @@ def main(argv):
         f"comparison's shapes (configs/eval_fmnist_equal.py:{_VARIANT.value}), LeNet-5 for f; "
         f"median of {_REPEATS.value} interleaved repeats of 3 calls, each jitted and vmapped "
         "over G groups; S random stragglers per group at decode.\n")
-  header = ["scheme", "S", "N", "G", "encode ms", "workers ms", "decode ms", "f on N workers ms",
-            "(encode + decode) / workers", "/ f on N workers", "/ workers in FLOPs"]
-  print("| " + " | ".join(header) + " |")
-  print("|" + "---|" * len(header), flush=True)
+  print("| " + " | ".join(HEADER) + " |")
+  print("|" + "---|" * len(HEADER), flush=True)
+  rows = []
   rng = np.random.default_rng(0)
   _, base_task = untrained_base(config)
   for name, s, served in deployments(config, names, straggler_counts):
@@ -160,10 +221,14 @@ def main(argv):
       seconds, flop_ratio = time_deployment(served, base_task, shape, s, groups, _REPEATS.value,
                                             rng, base_flops)
       enc, work, dec, f = (seconds[k] for k in ("encode", "workers", "decode", "f"))
-      print(f"| {name} | {s} | {served.num_workers} | {groups} | {1e3 * enc:.3f} | "
-            f"{1e3 * work:.2f} | {1e3 * dec:.3f} | {1e3 * f:.2f} | "
-            f"{100 * (enc + dec) / work:.1f}% | {100 * (enc + dec) / f:.1f}% | "
-            f"{100 * flop_ratio:.1f}% |", flush=True)
+      cells = [name, str(s), str(served.num_workers), str(groups), f"{1e3 * enc:.3f}",
+               f"{1e3 * work:.2f}", f"{1e3 * dec:.3f}", f"{1e3 * f:.2f}",
+               f"{100 * (enc + dec) / work:.1f}%", f"{100 * (enc + dec) / f:.1f}%",
+               f"{100 * flop_ratio:.1f}%"]
+      rows.append(dict(zip(HEADER, cells)))
+      print("| " + " | ".join(cells) + " |", flush=True)
+  if _PLOT.value:
+    plot(rows, _PLOT.value)
 
 
 if __name__ == "__main__":
