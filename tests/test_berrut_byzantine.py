@@ -121,16 +121,22 @@ def test_real_model(rng, digits_mlp, num_queries, num_stragglers, num_adversarie
   """A random-weight Flax MLP on random 8x8 images, S stragglers, E adversaries.
 
   Where the located set is the corrupted one, the decode equals the reference
-  to 1e-12 (relative). Location is exact on every trial for random and
-  sign-flip adversaries; a "plausible" adversary (a copy of another honest
-  output) is located in about 94% of trials (measured), asserted >= 75%.
+  to 1e-12 (relative). f is not a rational function of the points, so
+  location is not guaranteed. Measured on 2,000 trials (seeds 0-49 of this
+  test): random adversaries are located on every trial at E = 1 and 2;
+  sign-flip ones on every trial, but a CI run's seed (3030489754) misses 1 of
+  40 at E = 2; a "plausible" adversary (a copy of another honest output) in
+  93% (E = 1) and 82% (E = 2) of trials, 70% for the worst seed at E = 2.
+  The bounds below fail a 40-trial run with probability below 1e-3 at those
+  rates, and any broken locator.
   """
   code = ByzantineBerrutCode.create(num_queries, num_stragglers, num_adversaries, dtype=jnp.float64)
   images = rng.uniform(size=(NUM_TRIALS, num_queries, 8, 8, 1))
   coded = np.asarray(code.encoding_matrix()) @ images.reshape(NUM_TRIALS, num_queries, -1)
   honest = np.asarray(digits_mlp(coded.reshape(-1, 8, 8, 1))).reshape(NUM_TRIALS, code.num_workers, -1)
   results = _check_claim(rng, code, honest, num_stragglers)
-  for model, min_rate in (("random", 1.0), ("sign_flip", 1.0), ("plausible", 0.75)):
+  plausible_rate = 0.75 if num_adversaries == 1 else 0.6
+  for model, min_rate in (("random", 0.95), ("sign_flip", 0.95), ("plausible", plausible_rate)):
     located, error = results[model]
     assert located.mean() >= min_rate, (model, located.mean())
     assert error[located].max() < 1e-12, model
