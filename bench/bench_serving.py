@@ -271,7 +271,7 @@ def digits_models(names, num_workers: int, workdir: pathlib.Path) -> ModelSet:
   learned_workdir = _LEARNED_WORKDIR.value or str(workdir / f"learned_k{n - 2}")
   learned_k = n - 2
   if "learned" in names and _LEARNED_WORKDIR.value:  # served at its own K (and N)
-    learned_k = trained_lib.stored_config(learned_workdir).get("num_queries")
+    learned_k = training.read_config(learned_workdir).get("num_queries")
   coder = coder_digits.get_config()
   coder.num_stragglers = 2
   schemes = dict(
@@ -382,7 +382,7 @@ def build_deployments(
 
 def _part_note(workdir: pathlib.Path) -> str:
   steps = [int(p.name) for p in (workdir / "checkpoints").glob("*") if p.name.isdigit()]
-  num_steps = trained_lib.stored_config(workdir).get("num_steps")
+  num_steps = training.read_config(workdir).get("num_steps")
   return (f"{workdir} (finished: {training.is_finished(workdir)}, step "
           f"{max(steps) if steps else None} of {num_steps})")
 

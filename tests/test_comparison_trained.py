@@ -1,8 +1,7 @@
 """Tests of jaxcoded/comparison/trained.py: trained parts, trained, reloaded or taken as they are.
 
 Training itself is replaced by a recorder (the training tasks have their own
-tests); what is checked is when ``TrainedParts.get`` trains, what it refuses,
-and ``stored_config``.
+tests); what is checked is when ``TrainedParts.get`` trains and what it refuses.
 """
 
 import json
@@ -51,7 +50,7 @@ def test_missing_part_is_trained_once_then_cached(tmp_path, fake_training):
   assert parts.get("learned", entry) == "code"
   assert parts.get("learned", entry) == "code"
   assert fake_training == [tmp_path / "code"]
-  assert trained.stored_config(tmp_path / "code")["num_queries"] == 4
+  assert training.read_config(tmp_path / "code")["num_queries"] == 4
 
 
 def test_unfinished_part_is_trained_by_default(tmp_path, fake_training):
@@ -84,6 +83,6 @@ def test_kinds_without_a_part_need_no_workdir(tmp_path, fake_training):
   assert not fake_training
 
 
-def test_stored_config_of_no_run(tmp_path):
+def test_a_workdir_without_a_run_is_refused_by_name(tmp_path):
   with pytest.raises(FileNotFoundError, match=r"is not a training workdir"):
-    trained.stored_config(tmp_path)
+    training.read_config(tmp_path)

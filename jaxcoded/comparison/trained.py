@@ -11,7 +11,6 @@ finished or not, with ``TrainedParts.get(..., train=False)``.
 
 from __future__ import annotations
 
-import json
 import pathlib
 from typing import Any, Callable
 
@@ -21,7 +20,7 @@ from flax import nnx
 from jaxcoded import training
 from jaxcoded.schemes import registry
 
-__all__ = ["TrainedParts", "base_classifier", "stored_config"]
+__all__ = ["TrainedParts", "base_classifier"]
 
 
 def base_classifier(
@@ -44,18 +43,6 @@ def base_classifier(
         f"but this comparison is on {config.dataset}."
     )
   return model, base_config, base_workdir
-
-
-def stored_config(workdir: str | pathlib.Path) -> dict[str, Any]:
-  """The config a training run in ``workdir`` was started with (its ``config.json``).
-
-  Raises:
-    FileNotFoundError: ``workdir`` holds no training run.
-  """
-  config_path = pathlib.Path(workdir) / training.CONFIG_FILE
-  if not config_path.exists():
-    raise FileNotFoundError(f"{config_path} does not exist: {workdir} is not a training workdir.")
-  return json.loads(config_path.read_text())
 
 
 class TrainedParts:
@@ -123,7 +110,7 @@ class TrainedParts:
     return config
 
   def _check_num_queries(self, workdir: pathlib.Path) -> None:
-    stored = stored_config(workdir)
+    stored = training.read_config(workdir)
     if stored.get("num_queries") != self.num_queries:
       raise ValueError(
           f"The trained part in {workdir} is for K = {stored.get('num_queries')} queries per "

@@ -20,15 +20,13 @@ and the comparison never name a task's module:
 
 from __future__ import annotations
 
-import json
 import os
-import pathlib
 from types import ModuleType
 
 import ml_collections
 
 from jaxcoded.training import checkpoints, classifier, coder, loop, optimizers, parity
-from jaxcoded.training.checkpoints import restore_module
+from jaxcoded.training.checkpoints import read_config, restore_module
 from jaxcoded.training.classifier import (
     augment_crop_flip,
     batch_stream,
@@ -66,6 +64,7 @@ __all__ = [
     "load_model",
     "make_optimizer",
     "make_schedule",
+    "read_config",
     "read_metrics",
     "restore_module",
     "task_of",
@@ -91,10 +90,7 @@ def train(config: ml_collections.ConfigDict, workdir: str | os.PathLike) -> Trai
 
 def task_of(workdir: str | os.PathLike) -> str:
   """The task of the run in ``workdir``, from its ``config.json``."""
-  path = pathlib.Path(workdir) / CONFIG_FILE
-  if not path.exists():
-    raise FileNotFoundError(f"{path} does not exist: {workdir} is not a training workdir.")
-  return json.loads(path.read_text()).get("task", "classifier")
+  return read_config(workdir).get("task", "classifier")
 
 
 def load(workdir: str | os.PathLike):

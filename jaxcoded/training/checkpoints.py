@@ -23,11 +23,23 @@ from flax import nnx
 
 from jaxcoded import integrity
 
-__all__ = ["CHECKPOINT_DIR", "CONFIG_FILE", "manager", "restore_latest_train_state",
+__all__ = ["CHECKPOINT_DIR", "CONFIG_FILE", "manager", "read_config", "restore_latest_train_state",
            "restore_module", "restore_train_state", "save_train_state"]
 
 CHECKPOINT_DIR = "checkpoints"
 CONFIG_FILE = "config.json"
+
+
+def read_config(workdir: str | os.PathLike) -> ml_collections.ConfigDict:
+  """The config a training run in ``workdir`` was started with (its ``config.json``).
+
+  Raises:
+    FileNotFoundError: ``workdir`` holds no training run.
+  """
+  config_path = pathlib.Path(workdir) / CONFIG_FILE
+  if not config_path.exists():
+    raise FileNotFoundError(f"{config_path} does not exist: {workdir} is not a training workdir.")
+  return ml_collections.ConfigDict(json.loads(config_path.read_text()))
 
 
 def manager(workdir: str | os.PathLike, keep: int | None = None) -> ocp.CheckpointManager:
@@ -139,10 +151,7 @@ def restore_module(
       step is skipped with a ``CheckpointIntegrityWarning`` naming it.
   """
   workdir = pathlib.Path(workdir).absolute()
-  config_path = workdir / CONFIG_FILE
-  if not config_path.exists():
-    raise FileNotFoundError(f"{config_path} does not exist: {workdir} is not a training workdir.")
-  config = ml_collections.ConfigDict(json.loads(config_path.read_text()))
+  config = read_config(workdir)
   with manager(workdir) as checkpoints:
     latest = checkpoints.latest_step()
     if latest is None or (step is not None and step not in checkpoints.all_steps()):
