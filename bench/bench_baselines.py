@@ -24,12 +24,11 @@ from __future__ import annotations
 
 import time
 
+import environment  # bench/environment.py (bench/ is on sys.path when run as a script)
 import jax
 import jax.numpy as jnp
 import numpy as np
 from absl import app, flags
-
-import environment  # bench/environment.py (bench/ is on sys.path when run as a script)
 from flax import nnx
 
 from jaxcoded import adversaries, comparison, data, deployment, schemes, stragglers, training

@@ -10,10 +10,12 @@ the median of interleaved repeats):
 
 Tables (docs/design.md sections 2-3 for the notation):
 
-1. Encode: Berrut, K = 8, S = 3 (N = 11), 256 groups, ``jit(vmap(code.encode))``
-   against the previous formulation (a vmapped ``einsum``, kept here as the
-   reference ``old_apply``) and against the same GEMM on a pre-transposed
-   input, (N, K) @ (K, 256 P), for queries of shape (28, 28, 1) and (28, 28).
+1. Encode: Berrut, K = 8, S = 2 (N = 10; ``--encode_queries``,
+   ``--encode_stragglers``), G = 16 and 256 groups (``--encode_groups``),
+   ``jit(vmap(code.encode))`` against the same GEMM on a pre-transposed input,
+   (N, K) @ (K, G P), for every query layout the library encodes: (28, 28, 1),
+   (32, 32, 3), (28, 28) and flat (784,); also apply_matrix's GEMM route
+   for every layout and the vmapped ``einsum`` before it (``old_apply``).
 2. Decode: N workers at Chebyshev points of the second kind, K = N/2 queries
    at first-kind points, S = N/4 random stragglers, a different mask per
    group, 256 groups of (10,) outputs (logits). Lagrange (degree R - 1 through
@@ -37,11 +39,11 @@ from __future__ import annotations
 
 import argparse
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 
 import environment  # bench/environment.py (bench/ is on sys.path when run as a script)
-from timing import interleaved  # bench/timing.py
 import jax
+from timing import interleaved  # bench/timing.py
 
 jax.config.update("jax_enable_x64", True)
 
@@ -50,6 +52,9 @@ import numpy as np  # noqa: E402
 from scipy.interpolate import BarycentricInterpolator  # noqa: E402
 
 from jaxcoded import interp, schemes  # noqa: E402
+from jaxcoded.interp import apply as interp_apply  # noqa: E402
+from jaxcoded.interp import decoders as interp_decoders  # noqa: E402
+from jaxcoded.interp import matrices as interp_matrices  # noqa: E402
 
 NUM_OUTPUTS = 10
 MAX_FIT_DEGREE = 31
@@ -156,31 +161,66 @@ def numpy_decoder(method: str, degree: int):
 # Tables.
 
 
-def encode_table(groups: int, repeats: int, rng) -> Iterator[str]:
-  code = schemes.BerrutCode.create(8, 3, dtype=jnp.float32)
+ENCODE_SHAPES = ((28, 28, 1), (32, 32, 3), (28, 28), (784,))
+
+
+def gemm_path_apply(matrix, values):
+  """``interp.apply_matrix`` forced onto its GEMM route (its only route before the
+  multiply-add form for trailing axes of size 1): flatten, one dot, reshape."""
+  flat = values.reshape(values.shape[:1] + (-1,))
+  return interp_apply._apply(matrix, flat).reshape(matrix.shape[:1] + values.shape[1:])
+
+
+def encode_table(group_counts, repeats: int, rng, num_queries: int = 8,
+                 num_stragglers: int = 2) -> Iterator[str]:
+  code = schemes.BerrutCode.create(num_queries, num_stragglers, dtype=jnp.float32)
   k, n = code.num_queries, code.num_workers
   matrix = interp.berrut_matrix(code.data_points, code.worker_points)
-  yield (f"Berrut encode, K = {k}, N = {n}, {groups} groups, float32; median of {repeats} "
-         "interleaved repeats; ratios to the GEMM (N, K) @ (K, G P) on a pre-transposed input:\n")
-  yield "| query shape | GEMM ms | previous ms | current ms | previous / GEMM | current / GEMM |"
-  yield "|---|---|---|---|---|---|"
-  for shape in ((28, 28, 1), (28, 28)):
-    size = int(np.prod(shape))
-    queries = jnp.asarray(rng.normal(size=(groups, k, *shape)), jnp.float32)
-    transposed = jnp.asarray(rng.normal(size=(k, groups * size)), jnp.float32)
-    gemm = jax.jit(lambda m, x: m @ x)
-    previous = jax.jit(jax.vmap(lambda q: old_apply(matrix, q)))
-    current = jax.jit(jax.vmap(code.encode))
-    np.testing.assert_allclose(previous(queries), current(queries), rtol=1e-5, atol=1e-5)
-    seconds = interleaved({
-        "gemm": lambda: gemm(matrix, transposed),
-        "previous": lambda: previous(queries),
-        "current": lambda: current(queries),
-    }, repeats, calls=5)
-    base = seconds["gemm"]
-    yield (f"| {shape} | {1e3 * base:.2f} | {1e3 * seconds['previous']:.2f} | "
-           f"{1e3 * seconds['current']:.2f} | {seconds['previous'] / base:.2f} | "
-           f"{seconds['current'] / base:.2f} |")
+  yield (f"Berrut encode, K = {k}, N = {n}, float32, ``jit(vmap(code.encode))`` on (G, K, ...) "
+         f"queries; median of {repeats} interleaved repeats of 5 calls (min in brackets); ratios "
+         "to the same GEMM (N, K) @ (K, G P) on a pre-transposed input. \"GEMM route\": "
+         "apply_matrix's dot for every layout (the code before the multiply-add form); "
+         "\"einsum\": the formulation before that.\n")
+  yield ("| query shape | G | GEMM ms | current ms | current / GEMM | GEMM route / GEMM | "
+         "einsum / GEMM |")
+  yield "|---|---|---|---|---|---|---|"
+  for groups in group_counts:
+    for shape in ENCODE_SHAPES:
+      size = int(np.prod(shape))
+      queries = jnp.asarray(rng.normal(size=(groups, k, *shape)), jnp.float32)
+      transposed = jnp.asarray(rng.normal(size=(k, groups * size)), jnp.float32)
+      gemm = jax.jit(lambda m, x: m @ x)
+      previous = jax.jit(jax.vmap(lambda q: old_apply(matrix, q)))
+      gemm_route = jax.jit(jax.vmap(lambda q: gemm_path_apply(matrix, q)))
+      current = jax.jit(jax.vmap(code.encode))
+      np.testing.assert_allclose(previous(queries), current(queries), rtol=1e-5, atol=1e-5)
+      np.testing.assert_allclose(gemm_route(queries), current(queries), rtol=1e-5, atol=1e-5)
+      seconds, fastest = interleaved_with_min({
+          "gemm": lambda: gemm(matrix, transposed),
+          "previous": lambda: previous(queries),
+          "gemm_route": lambda: gemm_route(queries),
+          "current": lambda: current(queries),
+      }, repeats, calls=5)
+      ratio = lambda name: (f"{seconds[name] / seconds['gemm']:.2f} "  # noqa: E731
+                            f"({fastest[name] / fastest['gemm']:.2f})")
+      yield (f"| {shape} | {groups} | {1e3 * seconds['gemm']:.3f} | "
+             f"{1e3 * seconds['current']:.3f} | **{ratio('current')}** | {ratio('gemm_route')} | "
+             f"{ratio('previous')} |")
+
+
+def interleaved_with_min(functions, repeats: int, calls: int):
+  """``timing.interleaved``'s medians, and the fastest repeat of each (seconds per call)."""
+  for fn in functions.values():
+    jax.block_until_ready(fn())
+  times = {name: [] for name in functions}
+  for _ in range(repeats):
+    for name, fn in functions.items():
+      start = time.perf_counter()
+      for _ in range(calls):
+        jax.block_until_ready(fn())
+      times[name].append((time.perf_counter() - start) / calls)
+  return ({name: float(np.median(t)) for name, t in times.items()},
+          {name: float(np.min(t)) for name, t in times.items()})
 
 
 def decode_table(sizes, groups: int, repeats: int, rng, dtype=jnp.float32) -> Iterator[str]:
@@ -215,7 +255,7 @@ def decode_table(sizes, groups: int, repeats: int, rng, dtype=jnp.float32) -> It
 
 
 def _loop_vandermonde(x, degree):
-  """The previous ``interp._chebyshev_vandermonde``: the recurrence as a Python loop.
+  """The previous ``interp.matrices._chebyshev_vandermonde``: the recurrence as a Python loop.
 
   XLA fuses its d steps into one expression, and compile time grows about
   quadratically with d (the ~70-100 s compiles at N = 512, d = R - 1).
@@ -250,15 +290,17 @@ def compile_table(n: int, groups: int, repeats: int, rng) -> Iterator[str]:
     compiled, seconds = {}, {}
     for label, previous in (("previous", True), ("current", False)):
       decoder = batched_decoder("polyfit", degree, previous=previous)
-      current_vandermonde = interp._chebyshev_vandermonde
-      if previous:  # traced with the old recurrence
-        interp._chebyshev_vandermonde = _loop_vandermonde
+      current_vandermonde = interp_matrices._chebyshev_vandermonde
+      if previous:  # traced with the old recurrence, wherever the fit reads it
+        interp_matrices._chebyshev_vandermonde = _loop_vandermonde
+        interp_decoders._chebyshev_vandermonde = _loop_vandermonde
       try:
         start = time.perf_counter()
         compiled[label] = decoder.lower(nodes, targets, masks, values).compile()
         seconds[label] = time.perf_counter() - start
       finally:
-        interp._chebyshev_vandermonde = current_vandermonde
+        interp_matrices._chebyshev_vandermonde = current_vandermonde
+        interp_decoders._chebyshev_vandermonde = current_vandermonde
     np.testing.assert_allclose(compiled["previous"](nodes, targets, masks, values),
                                compiled["current"](nodes, targets, masks, values),
                                rtol=1e-3, atol=1e-3)
@@ -347,10 +389,21 @@ def main() -> None:
   parser.add_argument("--repeats", type=int, default=7, help="timed repeats after a warm-up")
   parser.add_argument("--masks", type=int, default=8, help="masks per accuracy measurement")
   parser.add_argument("--seed", type=int, default=0)
+  parser.add_argument("--encode_groups", default="16,256",
+                      help="comma-separated G of the encode table")
+  parser.add_argument("--encode_queries", type=int, default=8, help="K of the encode table")
+  parser.add_argument("--encode_stragglers", type=int, default=2, help="S of the encode table")
+  parser.add_argument("--sizes", default=None,
+                      help="comma-separated N of the decode and accuracy tables")
   parser.add_argument("--only", choices=("encode", "decode", "compile", "accuracy"),
                       help="print one table only")
   args = parser.parse_args()
   sizes = (8, 32) if args.quick else (8, 32, 128, 512)
+  if args.sizes:
+    sizes = tuple(int(x) for x in args.sizes.split(","))
+  encode_groups = [int(g) for g in args.encode_groups.split(",")]
+  if args.quick:
+    encode_groups = [min(g, 16) for g in encode_groups[:1]]
   groups = min(args.groups, 16) if args.quick else args.groups
   repeats = max(5, min(args.repeats, 5) if args.quick else args.repeats)
   num_masks = min(args.masks, 2) if args.quick else args.masks
@@ -358,7 +411,8 @@ def main() -> None:
 
   print(environment.markdown())
   tables = {
-      "encode": lambda: encode_table(groups, repeats, rng),
+      "encode": lambda: encode_table(encode_groups, repeats, rng, args.encode_queries,
+                                     args.encode_stragglers),
       "decode": lambda: decode_table(sizes, groups, repeats, rng),
       "compile": lambda: compile_table(sizes[-1], groups, 5, rng),
       "accuracy": lambda: accuracy_table(sizes, num_masks, rng),

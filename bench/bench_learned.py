@@ -20,22 +20,23 @@ from __future__ import annotations
 
 import json
 import os
-import pathlib
-import sys
 
 import environment  # bench/environment.py (bench/ is on sys.path when run as a script)
-from timing import interleaved  # bench/timing.py
 import jax
 import jax.numpy as jnp
 import numpy as np
 from absl import app, flags
 from flax import nnx
+from timing import interleaved  # bench/timing.py
 
 from configs import (
-    coder_fmnist_k4, coder_fmnist_k8, coder_fmnist_k8_equal, coder_fmnist_k8_lagrange,
-    coder_fmnist_k12,
+  coder_fmnist_k4,
+  coder_fmnist_k8,
+  coder_fmnist_k8_equal,
+  coder_fmnist_k8_lagrange,
+  coder_fmnist_k12,
 )
-from jaxcoded import coders, interp, load, models, stragglers, training
+from jaxcoded import interp, load, models, stragglers, training
 
 _MODE = flags.DEFINE_enum("mode", "load", ["load", "train", "overhead"], "What to measure.")
 _GROUPS = flags.DEFINE_list("groups", ["1", "16", "64"], "Groups coded at once (overhead mode).")
@@ -80,7 +81,7 @@ def measure_load(name, config):
   classifier = models.create(config.base.model, rngs=nnx.Rngs(0))
   code = training.coder.build_code(config, train_shape, 10, classifier=classifier,
                                    rngs=nnx.Rngs(0))
-  base = models.flops_per_example(config.base.model)
+  base = models.flops_per_example(config.base.model, model_kwargs=config.base.get("model_kwargs"))
   loads = [load.code_load(code, d, base) for d in ("A", "B")]
   print(f"\n### {name}: K = {code.num_queries}, N = {code.num_workers}, "
         f"R = {code.recovery_threshold}, master budget (A) {100 * loads[0].master_fraction:.1f}% "

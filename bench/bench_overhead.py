@@ -1,7 +1,7 @@
 r"""Coding overhead of every scheme: (encode + decode) time over the workers' time.
 
 Builds each scheme of the equal-resource comparison (``configs/eval_fmnist_equal.py``,
-K = 8 by default) through the scheme registry, exactly as the harness deploys
+K = 8 by default) through the scheme builders (jaxcoded.comparison.builders), exactly as the harness deploys
 it at each S, but with untrained networks of the trained shapes (LeNet-5 for f
 and ParM's parity model, the learned codes' own networks): timings do not
 depend on the weights. For G groups of Fashion-MNIST-shaped queries it times,
@@ -35,19 +35,18 @@ from __future__ import annotations
 
 import pathlib
 
-import ml_collections
-
 import environment  # bench/environment.py (bench/ is on sys.path when run as a script)
-from timing import interleaved  # bench/timing.py
 import jax
 import jax.numpy as jnp
+import ml_collections
 import numpy as np
 from absl import app, flags
 from flax import nnx
+from timing import interleaved  # bench/timing.py
 
 from configs import eval_fmnist_equal
 from jaxcoded import comparison, deployment, models, stragglers, training
-from jaxcoded.schemes import registry
+from jaxcoded.comparison import builders
 
 _VARIANT = flags.DEFINE_enum("variant", "k8", ["k8", "k12"], "configs/eval_fmnist_equal.py variant.")
 _SCHEMES = flags.DEFINE_list("schemes", None, "Scheme names of the config (default: all).")
@@ -67,10 +66,10 @@ def untrained_base(config: ml_collections.ConfigDict) -> tuple[nnx.Module, deplo
   return classifier, deployment.WorkerTask(*training.parity.as_worker_fn(classifier))
 
 
-def untrained_context(config: ml_collections.ConfigDict, name: str) -> registry.BuildContext:
+def untrained_context(config: ml_collections.ConfigDict, name: str) -> builders.BuildContext:
   """The build context of scheme ``name`` with untrained parts of the trained shapes."""
   entry = config.schemes[name]
-  kind = registry.get(entry.kind)
+  kind = builders.get(entry.kind)
   shape = models.INPUT_SHAPES[config.base.model]
   classifier, base_task = untrained_base(config)
   trained = None
@@ -84,7 +83,7 @@ def untrained_context(config: ml_collections.ConfigDict, name: str) -> registry.
                                         rngs=nnx.Rngs(2))
   elif kind.trains is not None:
     raise ValueError(f"{name}: no untrained stand-in for a {kind.trains!r} part.")
-  return registry.BuildContext(num_queries=config.num_queries, base_task=base_task,
+  return builders.BuildContext(num_queries=config.num_queries, base_task=base_task,
                                num_classes=10, train_labels=np.arange(10), trained=trained)
 
 
@@ -101,7 +100,7 @@ def deployments(config, names, straggler_counts):
   built = []
   for name in names:
     entry = _entry_for_timing(config.schemes[name])
-    kind = registry.get(entry.kind)
+    kind = builders.get(entry.kind)
     ctx = untrained_context(config, name)
     fixed = None if kind.sized_for(entry) else kind.build(entry, 0, ctx)
     for s in straggler_counts:
@@ -164,11 +163,11 @@ def read_table(path: str) -> list[dict[str, str]]:
 def plot(rows: list[dict[str, str]], path: str) -> None:
   """(encode + decode) / workers against G, the median over S, one line per scheme."""
   try:
-    import matplotlib  # pylint: disable=g-import-not-at-top
+    import matplotlib
   except ImportError as error:
     raise app.UsageError("--plot needs matplotlib: pip install matplotlib") from error
   matplotlib.use("Agg")
-  from matplotlib import pyplot as plt  # pylint: disable=g-import-not-at-top
+  from matplotlib import pyplot as plt
 
   percent = lambda cell: float(cell.rstrip("%"))  # noqa: E731
   fig, ax = plt.subplots(figsize=(7, 4.5))
@@ -209,7 +208,7 @@ def main(argv):
                          f"{comparison.plan.scheme_names(config)}.")
   straggler_counts = [int(s) for s in _STRAGGLERS.value]
   group_counts = [int(g) for g in _GROUPS.value]
-  base_flops = models.flops_per_example(config.base.model)
+  base_flops = models.flops_per_example(config.base.model, model_kwargs=config.base.get("model_kwargs"))
   shape = models.INPUT_SHAPES[config.base.model]
   print(f"Coding overhead, K = {config.num_queries}, untrained networks of the equal-resource "
         f"comparison's shapes (configs/eval_fmnist_equal.py:{_VARIANT.value}), LeNet-5 for f; "

@@ -17,11 +17,10 @@ points, the worst place for an interpolant.
 
 from __future__ import annotations
 
+import environment  # bench/environment.py (bench/ is on sys.path when run as a script)
 import jax
 import numpy as np
 from absl import app, flags
-
-import environment  # bench/environment.py (bench/ is on sys.path when run as a script)
 
 from jaxcoded import comparison, data, deployment, interp, schemes, stragglers, training
 from jaxcoded.schemes import points

@@ -29,7 +29,7 @@ Two model sets (``--dataset``):
 
 Either way each scheme is a config entry of the comparison configs' form
 (configs/eval_digits.py: its kind and options) at that set's K and S, built
-through the scheme registry with the comparison's trained parts, as the
+through the scheme builders (jaxcoded.comparison.builders) with the comparison's trained parts, as the
 harness builds it (``build_deployments``).
 
 Every scheme's service is up for the whole run (about 0.3 GB per worker
@@ -87,11 +87,10 @@ try:
   import environment  # run as ``python bench/bench_serving.py``: bench/ is on sys.path
 except ImportError:  # imported from the repository root
   from bench import environment
-from configs import coder_digits, coder_fmnist_k8_equal, digits, fashion_mnist_lenet, parm_digits
-from configs import parm_fmnist
-from jaxcoded import data, deployment, queries, serving, stragglers, training
+from configs import coder_digits, coder_fmnist_k8_equal, digits, fashion_mnist_lenet, parm_digits, parm_fmnist
+from jaxcoded import data, deployment, serving, stragglers, training
+from jaxcoded.comparison import builders
 from jaxcoded.comparison import trained as trained_lib
-from jaxcoded.schemes import registry
 from jaxcoded.serving import tails
 
 # --schemes value -> (registered kind, its fixed options, its name in the tables: formatted
@@ -104,7 +103,8 @@ _ENTRIES = {
     "parm": ("parm", {}, "ParM K={K} r=1"),
     "learned": ("learned", {}, "learned K={K} R={R}"),
 }
-SCHEMES = tuple(_ENTRIES)
+# The choices: the registered kinds (jaxcoded.comparison.builders) this benchmark plans.
+SCHEMES = tuple(kind for kind in builders.kinds() if kind in _ENTRIES)
 CLIENTS = ("in-process", "HTTP")
 QUANTILES = (50.0, 99.0, 99.9)
 FMNIST_K = 8  # the equal-resource work's K (configs/coder_fmnist_k8_equal.py)
@@ -203,7 +203,7 @@ def _schemes() -> list[str]:
 
 # ---------------------------------------------------------------------------
 # The deployments: one builder over scheme entries of the comparison configs'
-# form (configs/eval_digits.py), built through the scheme registry as the
+# form (configs/eval_digits.py), built through the scheme builders (jaxcoded.comparison.builders) as the
 # harness builds them. The two model sets differ only in data: their base
 # classifier, and which K and S each scheme is built at.
 
@@ -315,8 +315,11 @@ def fmnist_models(names, num_stragglers: int, workdir: pathlib.Path) -> ModelSet
 
 
 def _check_scheme(name: str) -> None:
+  if name not in builders.kinds():
+    raise app.UsageError(f"Unknown scheme {name!r}; the registered kinds are {builders.kinds()}.")
   if name not in SCHEMES:
-    raise app.UsageError(f"Unknown scheme {name!r}; use some of {SCHEMES}.")
+    raise app.UsageError(f"Scheme kind {name!r} is registered, but this benchmark plans no "
+                         f"deployment of it; use some of {SCHEMES}.")
 
 
 def _log(line: str) -> None:
@@ -328,7 +331,7 @@ def build_deployments(
 ) -> tuple[dict[str, deployment.Deployment], dict[str, str]]:
   """name -> Deployment for each of ``names``; and notes on the trained parts used.
 
-  Each entry is checked (``registry.Kind.check``) before anything trains, then
+  Each entry is checked (``builders.Kind.check``) before anything trains, then
   built by its registered kind (``Kind.build``) around the base classifier,
   with its trained part (ParM's parity model, a learned code) trained into or
   reloaded from ``entry.workdir`` by ``comparison.trained.TrainedParts``.
@@ -343,7 +346,7 @@ def build_deployments(
   chosen = {name: models.schemes[name] for name in names}
   for name, planned in chosen.items():
     try:
-      registry.get(planned.entry.kind).check(
+      builders.get(planned.entry.kind).check(
           planned.entry, planned.num_queries, [planned.num_stragglers])
     except ValueError as error:
       raise app.UsageError(f"{name}: {error}") from error
@@ -351,15 +354,15 @@ def build_deployments(
   base_task = deployment.WorkerTask(*training.classifier.as_worker_fn(model))
   parts = {k: trained_lib.TrainedParts(workdir, k, base_config, base_workdir, _log)
            for k in {planned.num_queries for planned in chosen.values()}}
-  query_range = queries.value_range(models.config.dataset)
+  query_range = data.query_spec(models.config.dataset)
   built, notes = {}, {"base": str(base_workdir)}
   for name, planned in chosen.items():
     entry, k, s = planned.entry, planned.num_queries, planned.num_stragglers
-    kind = registry.get(entry.kind)
+    kind = builders.get(entry.kind)
     try:
       part = parts[k].get(name, entry, train=planned.train)
       made = kind.build(entry, s if kind.sized_for(entry) else 0,
-                        registry.BuildContext(k, base_task, trained=part))
+                        builders.BuildContext(k, base_task, trained=part))
     except ValueError as error:
       raise app.UsageError(f"{name}: {error}") from error
     if made is None:
@@ -470,7 +473,7 @@ def serve_poisson(service, images, labels, rate: float, num_queries: int, seed: 
 
 def serve_poisson_http(url: str, images, labels, rate: float, num_queries: int, seed: int) -> dict:
   """The same arrivals as POSTs to ``url``/predict, one query each, from an async client."""
-  import httpx  # pylint: disable=g-import-not-at-top
+  import httpx
 
   arrivals, picks = _schedule(rate, num_queries, len(images), seed)
   bodies = [json.dumps({"images": [images[p].ravel().tolist()]}).encode() for p in picks]
@@ -770,7 +773,7 @@ def main(argv):
       print(f"{d.name}: {d.num_workers} workers ready in {time.monotonic() - started:.1f} s",
             flush=True)
     if http_keys:
-      from jaxcoded.serving import http  # pylint: disable=g-import-not-at-top
+      from jaxcoded.serving import http
 
       started = time.monotonic()
       server = http.start(

@@ -29,17 +29,17 @@ import platform
 import sys
 import time
 
+import environment  # bench/environment.py (bench/ is on sys.path when run as a script)
 import jax
 import jax.numpy as jnp
 import numpy as np
 import scipy
 from absl import app, flags, logging
-
-import environment  # bench/environment.py (bench/ is on sys.path when run as a script)
 from flax import nnx
 
 from jaxcoded import data, interp, stragglers, training
-from jaxcoded.schemes import berrut, points, spline
+from jaxcoded.comparison import spline_fit
+from jaxcoded.schemes import berrut, points
 
 _BASE = flags.DEFINE_string("base_workdir", None, "Workdir of a trained base classifier.")
 _K = flags.DEFINE_integer("group_size", 8, "K, queries per group.")
@@ -125,7 +125,7 @@ def main(argv):
     fits = {}
     for family in _POINTS.value:
       worker_points = WORKER_POINTS[family](k, n)
-      fits[family] = (worker_points, spline.fit_smoothing(
+      fits[family] = (worker_points, spline_fit.fit_smoothing(
           worker_fn, params, held_out, k, s, num_masks=_FIT_MASKS.value,
           worker_points=worker_points, key=jax.random.key(7919 + 1000 * _SEED.value + s),
       ))

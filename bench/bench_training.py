@@ -62,7 +62,6 @@ sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
 
 import environment  # noqa: E402  (bench/environment.py)
-
 import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 import ml_collections  # noqa: E402
@@ -72,7 +71,7 @@ from absl import logging  # noqa: E402
 from flax import nnx  # noqa: E402
 
 from configs import coder_fmnist_k8, fashion_mnist_lenet  # noqa: E402
-from jaxcoded import data, models, training  # noqa: E402
+from jaxcoded import data, training  # noqa: E402
 from jaxcoded.schemes import learned  # noqa: E402
 from jaxcoded.training import classifier, coder  # noqa: E402
 
@@ -378,7 +377,7 @@ def run_fit_part(repeats, steps, coder_steps):
   cases = {"LeNet-5 classifier (fashion_mnist_lenet)": (classifier_case(), steps),
            "learned code (coder_fmnist_k8)": (coder_case(), coder_steps)}
   results = {name: {"bare": [], "fit": [], "fit_loop": []} for name in cases}
-  for name, ((bare, fit, batches_fn), n) in cases.items():  # compile both (not timed)
+  for (bare, fit, batches_fn), _ in cases.values():  # compile both (not timed)
     bare(batches_fn(0), 3)
     fit(batches_fn, 3)
   for round_ in range(repeats):

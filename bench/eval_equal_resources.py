@@ -22,12 +22,9 @@ from __future__ import annotations
 import json
 import os
 
-import jax
-import numpy as np
-from absl import app, flags
-
 import environment  # bench/environment.py (bench/ is on sys.path when run as a script)
-
+import jax
+from absl import app, flags
 
 from jaxcoded import data, load, models, training
 from jaxcoded.schemes import points
@@ -47,7 +44,8 @@ def evaluate(workdir: str, stragglers, num_masks: int, seed: int = 0) -> dict:
   base_model = config["base"]["model"]
   code = training.coder.load(workdir)[0]
   test_ds = data.load("fashion_mnist", "test", seed=None)
-  base_flops = models.flops_per_example(base_model, test_ds.image_shape)
+  base_flops = models.flops_per_example(base_model, test_ds.input_shape,
+                                        model_kwargs=config["base"].get("model_kwargs"))
   k, r = code.num_queries, code.recovery_threshold
   rows = []
   for s in stragglers:

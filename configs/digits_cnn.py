@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import ml_collections
 
-from configs import common, digits
+from configs import digits
 
 
 def get_config(variant: str | None = None) -> ml_collections.ConfigDict:

@@ -48,7 +48,6 @@ import ml_collections
 from configs import coder_digits_cnn, digits_cnn, parm_digits
 from jaxcoded.comparison import add_scheme as _add
 
-
 WORKER_BUDGET = 1.1
 MASTER_BUDGET = 0.10
 

@@ -21,8 +21,7 @@ from __future__ import annotations
 
 import ml_collections
 
-from configs import coder_fmnist_k8, coder_fmnist_k8_lagrange, coder_fmnist_k12
-from configs import fashion_mnist_lenet, parm_fmnist
+from configs import coder_fmnist_k8, coder_fmnist_k8_lagrange, coder_fmnist_k12, fashion_mnist_lenet, parm_fmnist
 from jaxcoded.comparison import add_scheme
 
 _CODES = {8: coder_fmnist_k8, 12: coder_fmnist_k12}

@@ -20,8 +20,13 @@ from __future__ import annotations
 
 import ml_collections
 
-from configs import coder_fmnist_k8_equal, coder_fmnist_k8_systematic, coder_fmnist_k12_equal
-from configs import fashion_mnist_lenet, parm_fmnist
+from configs import (
+  coder_fmnist_k8_equal,
+  coder_fmnist_k8_systematic,
+  coder_fmnist_k12_equal,
+  fashion_mnist_lenet,
+  parm_fmnist,
+)
 from jaxcoded.comparison import add_scheme
 
 _POLYNOMIAL = {8: coder_fmnist_k8_equal, 12: coder_fmnist_k12_equal}

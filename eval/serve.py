@@ -4,6 +4,8 @@ r"""Serves the digits classifier coded on Ray, with real (injected) stragglers.
   python eval/serve.py --scheme=uncoded
   python eval/serve.py --http --port 8000               # an HTTP service (Ray Serve) until Ctrl-C
   python eval/serve.py --address=auto                   # an existing Ray cluster
+  python eval/serve.py --address=HEAD:6379 --worker_cpus=1   # 1 CPU per worker, spread over nodes
+  python eval/serve.py --http --replicas=2              # two Serve replicas, each its own workers
 
 Trains the digits MLP into ``WORKDIR/base`` if it is not there and starts N
 worker actors (``jaxcoded.serving``, docs/serving.md) with shifted-exponential
@@ -19,7 +21,19 @@ counters. With ``--http`` it serves ``POST /predict``, ``GET /stats`` and
 stops Serve and every worker actor:
 
   curl -s http://127.0.0.1:8000/predict -H 'content-type: application/json' \
-      -d '{"images": [[0,0,5,13,9,1,0,0,0,0,13,15,10,15,5,0,0,3,15,2,0,11,8,0,0,4,12,0,0,8,8,0,0,5,8,0,0,9,8,0,0,4,11,0,1,12,7,0,0,2,14,5,10,12,0,0,0,0,6,13,10,0,0,0]]}'
+      -d '{"images": [[-0.81,-0.81,-0.14,1.01,1.68,0.51,-0.81,-0.81,-0.81,-0.81,1.34,1.84,1.01,1.34,0.35,-0.81,-0.81,-0.31,1.84,1.18,-0.81,-0.14,0.51,-0.81,-0.81,0.18,1.84,0.01,-0.81,-0.14,0.51,-0.81,-0.81,0.35,0.68,-0.81,-0.81,0.68,0.35,-0.81,-0.81,-0.14,0.84,-0.81,-0.47,1.68,-0.47,-0.81,-0.81,-0.64,1.84,1.18,1.51,0.84,-0.81,-0.81,-0.81,-0.81,-0.14,1.51,1.51,-0.64,-0.81,-0.81]]}'
+
+The image is the first test digit (a 0) normalised as ``jaxcoded.data`` does
+(``data.normalise("digits", raw)``), cut to two decimals (toward zero, to stay within the range). Raw 0..16
+pixels are refused (a ValidationError naming the remedy): one out-of-range
+query would spoil the answers of its whole group.
+
+On a cluster, ``--worker_cpus`` (or ``--worker_options='{"num_gpus": 1}'``)
+reserves resources per worker; the workers spread over the nodes
+(``scheduling_strategy="SPREAD"``), and a cluster that cannot place them all
+is refused at once with the CPUs needed and available. For a local
+multi-node test cluster on 127.0.0.1, export
+``RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0`` first (docs/scaling.md).
 
 ``--factory=module:function`` serves what that function (no arguments, run
 inside the Serve replica) returns, a ``jaxcoded.deployment.Deployment``: for
@@ -29,23 +43,31 @@ example a learned code read from its checkpoint, with ``--input_shape``. Needs
 
 from __future__ import annotations
 
+import collections
 import importlib
 import importlib.util
+import json
 import pathlib
 import signal
 import sys
 import threading
 import time
 
+import ml_collections
 import numpy as np
 from absl import app, flags, logging
 from flax import nnx
 
-from jaxcoded import data, deployment, schemes, serving, stragglers, training
+from jaxcoded import data, deployment, serving, stragglers, training
+from jaxcoded.comparison import builders
 
 _WORKDIR = flags.DEFINE_string("workdir", "/tmp/jaxcoded-serve", "Where the base classifier is.")
-_SCHEME = flags.DEFINE_enum("scheme", "berrut", ["berrut", "uncoded", "replication", "lcc"],
-                            "The code served.")
+# Every registered kind that needs no trained part (jaxcoded.comparison.builders).
+_SERVABLE = tuple(kind for kind in builders.kinds() if builders.get(kind).trains is None)
+_SCHEME = flags.DEFINE_enum("scheme", "berrut", _SERVABLE, "The code served (a registered kind).")
+_SCHEME_OPTIONS = flags.DEFINE_string(
+    "scheme_options", "{}", 'The kind\'s config-entry options as JSON, e.g. \'{"degree": 2}\' for '
+    'lcc or \'{"num_adversaries": 1}\' for byzantine_berrut.')
 _K = flags.DEFINE_integer("num_queries", 4, "K, queries per group.")
 _S = flags.DEFINE_integer("num_stragglers", 2, "S, stragglers the code tolerates.")
 _QUERIES = flags.DEFINE_integer("num_images", 200, "Test images sent (without --http).")
@@ -71,6 +93,18 @@ _FACTORY = flags.DEFINE_string(
     "replaces --scheme, e.g. a learned code from its checkpoint.",
 )
 _INPUT_SHAPE = flags.DEFINE_list("input_shape", ["8", "8", "1"], "Shape of one query (--factory).")
+_WORKER_CPUS = flags.DEFINE_float(
+    "worker_cpus", None, "CPUs each worker actor reserves (default 0: simulated workers).")
+_WORKER_OPTIONS = flags.DEFINE_string(
+    "worker_options", None,
+    'More Ray actor options for the workers, as JSON, e.g. \'{"num_gpus": 1}\' or '
+    '\'{"scheduling_strategy": "DEFAULT"}\' (default placement: SPREAD over the nodes).')
+_REPLICAS = flags.DEFINE_integer(
+    "replicas", 1, "--http: Serve replicas, each the master of its own N worker actors.")
+_FLUSH = flags.DEFINE_enum(
+    "flush", None, ["adaptive", "timer"],
+    "When a partial group leaves: adaptive (once nothing else is queued; the --http default) "
+    "or timer (after --max_wait_s; the default without --http).")
 
 
 def _digits_config():
@@ -88,14 +122,25 @@ def _digits_config():
     return importlib.import_module("configs.digits").get_config()
 
 
-def _scheme(name: str, k: int, s: int) -> schemes.Scheme:
-  if name == "berrut":
-    return schemes.BerrutCode.create(k, s)
+def _deployment(name: str, k: int, s: int, base_task: deployment.WorkerTask) -> deployment.Deployment:
+  """The registered kind ``name`` built as the comparison builds it, for K queries and S stragglers."""
+  try:
+    options = json.loads(_SCHEME_OPTIONS.value)
+  except json.JSONDecodeError as error:
+    raise app.UsageError(f"--scheme_options must be a JSON object: {error}.") from error
   if name == "lcc":
-    return schemes.LagrangeCode.create(k, s, degree=1)
-  if name == "replication":
-    return schemes.Replication.create(k, s)
-  return schemes.Uncoded.create(k)
+    options.setdefault("degree", 1)
+  entry = ml_collections.ConfigDict(dict(kind=name, **options))
+  kind = builders.get(name)
+  try:
+    kind.check(entry, k, [s])
+    built = kind.build(entry, s, builders.BuildContext(k, base_task))
+  except ValueError as error:
+    raise app.UsageError(f"--scheme={name}: {error}") from error
+  if built is None:
+    raise app.UsageError(f"--scheme={name} cannot be built for K = {k}, S = {s}.")
+  scheme, tasks, roles = built
+  return deployment.Deployment(name, scheme, tasks, roles, query_range=data.query_spec("digits"))
 
 
 def _factory(spec: str):
@@ -120,9 +165,8 @@ def build_deployment() -> tuple[deployment.Deployment | object, tuple[int, ...]]
   def classify(params, x):
     return nnx.merge(graphdef, params)(x[None])[0]
 
-  scheme = _scheme(_SCHEME.value, _K.value, _S.value)
-  served = deployment.Deployment.homogeneous(_SCHEME.value, scheme, classify, params)
-  return served, data.load("digits", "test", seed=None).image_shape
+  served = _deployment(_SCHEME.value, _K.value, _S.value, deployment.WorkerTask(classify, params))
+  return served, data.load("digits", "test", seed=None).input_shape
 
 
 def latency_profile(num_workers: int):
@@ -136,14 +180,33 @@ def latency_profile(num_workers: int):
   )
 
 
+def worker_options() -> dict | None:
+  """The workers' Ray actor options from --worker_options and --worker_cpus."""
+  options = json.loads(_WORKER_OPTIONS.value) if _WORKER_OPTIONS.value else {}
+  if not isinstance(options, dict):
+    raise app.UsageError(f"--worker_options must be a JSON object, got {_WORKER_OPTIONS.value!r}.")
+  if _WORKER_CPUS.value is not None:
+    options["num_cpus"] = _WORKER_CPUS.value
+  return options or None
+
+
+def placement(service) -> str:
+  """How many workers run on each node (node ids shortened), e.g. ``{'5e1f..': 2, ...}``."""
+  nodes = collections.Counter()
+  for process in service.worker_processes():
+    nodes[process[0][:8] if process else "unknown"] += 1
+  return ", ".join(f"{count} on node {node}" for node, count in sorted(nodes.items()))
+
+
 def serve_http(served, input_shape, num_workers: int | None) -> None:
   """Serves over HTTP until Ctrl-C, SIGTERM or ``--serve_for_s``; then stops everything."""
-  from jaxcoded.serving import http  # pylint: disable=g-import-not-at-top
+  from jaxcoded.serving import http
 
-  options = dict(timeout_s=_TIMEOUT.value, max_wait_s=_MAX_WAIT.value)
+  options = dict(timeout_s=_TIMEOUT.value, max_wait_s=_MAX_WAIT.value,
+                 worker_options=worker_options(), flush=_FLUSH.value or "adaptive")
   if num_workers is not None:
     options["latency"] = latency_profile(num_workers)
-  app_ = http.build_app(served, input_shape=input_shape, **options)
+  app_ = http.build_app(served, input_shape=input_shape, num_replicas=_REPLICAS.value, **options)
   stop = threading.Event()
   for signum in (signal.SIGINT, signal.SIGTERM):
     signal.signal(signum, lambda *_: stop.set())
@@ -179,8 +242,10 @@ def main(argv):
         f"worker {n - 1} always late, deaths with probability {_DEATH.value} per call")
   with serving.CodedService.start(
       served, input_shape=input_shape, latency=latency_profile(n), timeout_s=_TIMEOUT.value,
-      max_wait_s=_MAX_WAIT.value, address=_ADDRESS.value,
+      max_wait_s=_MAX_WAIT.value, address=_ADDRESS.value, worker_options=worker_options(),
+      flush=_FLUSH.value or "timer",
   ) as service:
+    print(f"workers: {placement(service)}", flush=True)
     gaps = np.random.default_rng(0).exponential(1.0 / _RATE.value, len(images))
     futures = []
     for image, gap in zip(images, gaps):

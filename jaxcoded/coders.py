@@ -59,6 +59,8 @@ __all__ = [
     "frozen_worker_fn",
     "group_lagrange_mixing",
     "poly_cnn",
+    "poly_mlp",
+    "poly_network",
     "space_to_depth",
 ]
 
@@ -325,6 +327,50 @@ def poly_cnn(
   return PolySequential(*layers)
 
 
+def poly_mlp(
+    in_features: int,
+    out_features: int,
+    *,
+    features: Sequence[int] = (16, 32),
+    power: int = 2,
+    num_activations: int = 1,
+    activation_at: Sequence[int] | None = None,
+    rngs: nnx.Rngs,
+) -> PolySequential:
+  """A polynomial MLP for coded feature vectors: [linear -> (power)] per width, then linear.
+
+  The vector counterpart of :func:`poly_cnn` (same ``features``, ``power``,
+  ``num_activations`` and ``activation_at``; degree ``power ** activations``).
+  """
+  if activation_at is None:
+    activation_at = range(num_activations)
+  activation_at = set(int(i) for i in activation_at)
+  if not activation_at <= set(range(len(features))):
+    raise ValueError(f"poly_mlp: activation_at {sorted(activation_at)} outside the layers.")
+  layers, width = [], in_features
+  for i, f in enumerate(features):
+    layers.append(PolyLinear(width, f, rngs=rngs))
+    if i in activation_at:
+      layers.append(ScaledPower(f, power))
+    width = f
+  layers.append(PolyLinear(width, out_features, rngs=rngs))
+  return PolySequential(*layers)
+
+
+def poly_network(
+    input_shape: tuple[int, ...], out_features: int, *, kernel: int = 3, groups: int = 1,
+    space_to_depth: int = 1, pools: Sequence[int] | None = None, **options,
+) -> PolySequential:
+  """The worker network for coded inputs of ``input_shape``: ``poly_cnn`` for (H, W, C),
+  ``poly_mlp`` for (D,) (where the image-only options do not apply)."""
+  if len(input_shape) == 3:
+    return poly_cnn(input_shape, out_features, kernel=kernel, groups=groups,
+                    space_to_depth=space_to_depth, pools=pools, **options)
+  if len(input_shape) == 1:
+    return poly_mlp(input_shape[0], out_features, **options)
+  raise ValueError(f"poly_network: coded inputs must be (H, W, C) or (D,), got {input_shape}.")
+
+
 # ---------------------------------------------------------------------------
 # Numerical degree check.
 
@@ -472,45 +518,59 @@ class CoefficientEncoder(nnx.Module):
   ):
     if not isinstance(degree, int) or degree < 0:
       raise ValueError(f"CoefficientEncoder: degree must be an integer >= 0, got {degree!r}.")
-    height, width, channels = input_shape
+    if len(input_shape) not in (1, 3):
+      raise ValueError(f"CoefficientEncoder: queries must be (H, W, C) or (D,), got {input_shape}.")
     self.degree = degree
     self.input_shape = tuple(input_shape)
     self.num_queries = int(np.shape(data_points)[0])
-    self.feature_conv = (
-        nnx.Conv(4 * channels, features, (1, 1), rngs=rngs) if features else None
-    )
-    per_query = 4 * channels + features
+    # Images: a lossless 2x2 space-to-depth; feature vectors: as they are.
+    self.images = len(input_shape) == 3
+    channels = 4 * input_shape[-1] if self.images else input_shape[0]
+    if not features:
+      self.feature_conv = None
+    elif self.images:
+      self.feature_conv = nnx.Conv(channels, features, (1, 1), rngs=rngs)
+    else:
+      self.feature_conv = nnx.Linear(channels, features, rngs=rngs)
+    per_query = channels + features
     mixing = group_lagrange_mixing(data_points, degree)  # (G, de + 1, K)
     self.num_groups = mixing.shape[0]
-    self.coded_shape = (height // 2, width // 2, self.num_groups * per_query)
+    if self.images:
+      height, width, _ = input_shape
+      self.coded_shape = (height // 2, width // 2, self.num_groups * per_query)
+    else:
+      self.coded_shape = (self.num_groups * per_query,)
     # Channel c of the coded input serves group c // per_query.
     per_channel = np.repeat(np.moveaxis(mixing, 0, -1), per_query, axis=-1)  # (de + 1, K, C')
     self.mixing = nnx.Param(jnp.asarray(per_channel, jnp.float32))
 
   def features(self, queries: jax.Array) -> jax.Array:
-    """(..., H, W, C) -> (..., H / 2, W / 2, per-query channels)."""
-    x = space_to_depth(queries)
+    """(..., H, W, C) -> (..., H / 2, W / 2, per-query channels); (..., D) -> (..., D [+ F])."""
+    x = space_to_depth(queries) if self.images else queries
     if self.feature_conv is None:
       return x
     return jnp.concatenate([x, nnx.gelu(self.feature_conv(x))], axis=-1)
 
   def __call__(self, queries: ArrayLike) -> jax.Array:
-    """(K, H, W, C) queries -> (de + 1, H / 2, W / 2, C') coefficient tensors."""
+    """(K, H, W, C) queries -> (de + 1, H / 2, W / 2, C') coefficient tensors ((K, D) -> (de + 1, C'))."""
     queries = jnp.asarray(queries)
     if queries.shape != (self.num_queries, *self.input_shape):
       raise ValueError(
           f"CoefficientEncoder: expected queries of shape "
           f"{(self.num_queries, *self.input_shape)}, got {queries.shape}."
       )
-    phi = jnp.tile(self.features(queries), (1, 1, 1, self.num_groups))  # (K, H', W', C')
+    phi = self.features(queries)
+    phi = jnp.tile(phi, (1,) * (phi.ndim - 1) + (self.num_groups,))  # (K, H', W', C') or (K, C')
     mixing = self.mixing[...].astype(jnp.result_type(phi, self.mixing[...]))
+    # (de + 1, K, C') -> (de + 1, K, 1, 1, C') for images: broadcast over the positions.
+    mixing = mixing.reshape(mixing.shape[:2] + (1,) * (phi.ndim - 2) + mixing.shape[2:])
     # c_j = sum_m A[j, m] * phi_m channel by channel, as K multiply-adds: one
     # elementwise loop over the data that XLA fuses (also under vmap over
     # groups). An einsum here would be a dot batched over the channel axis,
     # the minor one, which XLA transposes in and out (tests/test_layout.py).
-    coefficients = mixing[:, 0, None, None, :] * phi[0]
+    coefficients = mixing[:, 0] * phi[0]
     for m in range(1, self.num_queries):
-      coefficients = coefficients + mixing[:, m, None, None, :] * phi[m]
+      coefficients = coefficients + mixing[:, m] * phi[m]
     return coefficients
 
 

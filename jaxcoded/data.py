@@ -1,8 +1,15 @@
-"""Image-classification datasets by name, as normalised numpy arrays.
+"""Classification datasets by name, as normalised numpy arrays: one spec per dataset.
 
-One entry point, :func:`load`, returns a :class:`Dataset` (images ``(n, H, W,
-C)`` float32, labels ``(n,)`` int32) for one split of one named dataset, and
-:func:`batches` cuts it into deterministically shuffled minibatches.
+One entry point, :func:`load`, returns a :class:`Dataset` (inputs ``(n,
+*input_shape)`` float32, e.g. images ``(n, H, W, C)``, labels ``(n,)`` int32)
+for one split of one registered dataset, and :func:`batches` cuts it into
+deterministically shuffled minibatches.
+
+Each dataset is ONE registration, a :class:`DatasetSpec`: its name, number
+of classes, input shape, normalisation (and so its value range and the checks
+of its queries, :func:`query_spec`) and its sources. Training, the comparison
+and the service read the spec. :func:`from_arrays` registers a dataset given
+as in-memory arrays (tabular data, say), which then works end to end.
 
 Where each dataset comes from (``source="auto"`` picks the first that works):
 
@@ -23,7 +30,7 @@ never a silent fallback to another dataset.
 
 Normalisation: pixels are scaled to [0, 1] and then standardised per channel,
 ``(x - mean) / std``, with the mean and standard deviation of the *train*
-split (constants in ``NORMALISATION``), so both splits go through the same map
+split (``DatasetSpec.mean`` and ``std``), so both splits go through the same map
 and the train split has mean 0 and standard deviation 1 per channel.
 
 Example:
@@ -48,27 +55,33 @@ import pathlib
 import struct
 import tempfile
 import zlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Mapping
 
 import numpy as np
 
+from jaxcoded import queries
+
 __all__ = [
-    "DATASETS",
     "DEBIAN_FASHION_MNIST_DIR",
     "DIGITS_NUM_TRAIN",
     "Dataset",
+    "DatasetSpec",
     "FASHION_MNIST_FILES",
-    "NORMALISATION",
     "SOURCES",
     "batches",
+    "dataset_spec",
+    "datasets",
+    "from_arrays",
     "load",
     "prepare_fashion_mnist_manual_dir",
+    "query_spec",
     "read_idx",
+    "register_dataset",
     "tfds_available",
+    "value_range",
 ]
 
-DATASETS = ("digits", "fashion_mnist", "mnist", "cifar10")
-SOURCES = ("auto", "tfds", "debian", "sklearn")
+SOURCES = ("auto", "tfds", "debian", "sklearn", "arrays")
 SPLITS = ("train", "test")
 
 DEBIAN_FASHION_MNIST_DIR = "/usr/share/datasets/fashion-mnist"
@@ -108,20 +121,6 @@ FASHION_MNIST_UPSTREAM_SHA256 = {
 DIGITS_NUM_TRAIN = 1437
 _DIGITS_SPLIT_SEED = 0
 
-# Per-channel (mean, std) of the train split after scaling pixels to [0, 1].
-# fashion_mnist and digits were computed here from the data (tests check them
-# against the data); mnist and cifar10 are the standard published values.
-NORMALISATION = {
-    "digits": ((0.30544660,), (0.37603684,)),
-    "fashion_mnist": ((0.28604060,), (0.35302424,)),
-    "mnist": ((0.13066048,), (0.30810781,)),
-    "cifar10": ((0.49139968, 0.48215841, 0.44653091), (0.24703223, 0.24348513, 0.26158784)),
-}
-
-_NUM_CLASSES = {"digits": 10, "fashion_mnist": 10, "mnist": 10, "cifar10": 10}
-# Largest raw pixel value: digits are 0..16, the others 0..255.
-_PIXEL_MAX = {"digits": 16.0, "fashion_mnist": 255.0, "mnist": 255.0, "cifar10": 255.0}
-
 _TFDS_INSTALL = "pip install 'jaxcoded[tfds]'"
 _APT_INSTALL = "apt-get install dataset-fashion-mnist"
 
@@ -131,10 +130,11 @@ class Dataset:
   """One split of a named dataset, in memory.
 
   Attributes:
-    images: (n, H, W, C) float32, normalised (see the module docstring).
+    images: ``(n, *input_shape)`` float32 inputs, normalised (see the module
+      docstring): (n, H, W, C) images, or (n, D) feature vectors.
     labels: (n,) int32 class indices in [0, num_classes).
     num_classes: number of classes.
-    name: dataset name, one of ``DATASETS``.
+    name: dataset name (a registered :class:`DatasetSpec`).
     split: "train" or "test".
   """
 
@@ -145,8 +145,8 @@ class Dataset:
   split: str
 
   def __post_init__(self):
-    if self.images.ndim != 4:
-      raise ValueError(f"Dataset.images must be (n, H, W, C), got shape {self.images.shape}.")
+    if self.images.ndim < 2:
+      raise ValueError(f"Dataset.images must be (n, *input_shape), got shape {self.images.shape}.")
     if self.labels.shape != self.images.shape[:1]:
       raise ValueError(
           f"Dataset.labels must have shape ({self.images.shape[0]},) to match the images, "
@@ -157,9 +157,14 @@ class Dataset:
     return int(self.images.shape[0])
 
   @property
-  def image_shape(self) -> tuple[int, int, int]:
-    """(H, W, C) of one image."""
+  def input_shape(self) -> tuple[int, ...]:
+    """The shape of one input: (H, W, C) of an image, (D,) of a feature vector."""
     return tuple(int(d) for d in self.images.shape[1:])
+
+  @property
+  def image_shape(self) -> tuple[int, ...]:
+    """The shape of one input (the name the image datasets use)."""
+    return self.input_shape
 
 
 # ---------------------------------------------------------------------------
@@ -174,11 +179,12 @@ def load(
     data_dir: str | None = None,
     source: str = "auto",
 ) -> Dataset:
-  """Loads one split of a named image-classification dataset.
+  """Loads one split of a registered dataset.
 
   Args:
-    name: one of ``DATASETS``: "digits", "fashion_mnist", "mnist", "cifar10".
-    split: "train" or "test". Sizes: digits 1437 / 360, (fashion_)mnist
+    name: a registered dataset (:func:`datasets`): "digits", "fashion_mnist",
+      "mnist", "cifar10", or one registered with :func:`from_arrays`.
+    split: "train" or "test". Sizes: digits 1437 / 360, mnist and fashion_mnist
       60000 / 10000, cifar10 50000 / 10000.
     seed: the examples are shuffled by ``np.random.default_rng(seed)``; the
       same seed gives the same order. ``None`` keeps the source's order.
@@ -187,14 +193,15 @@ def load(
       data directory (``None``: TFDS's default, ~/tensorflow_datasets). For
       ``source="debian"``, the directory holding the four Fashion-MNIST
       ``*-ubyte.gz`` files (``None``: ``DEBIAN_FASHION_MNIST_DIR``).
-    source: "auto", "tfds", "debian" (fashion_mnist only) or "sklearn"
-      (digits only). "auto" uses scikit-learn for digits, TFDS for the others
-      when tensorflow_datasets and tensorflow are installed, and Debian's
-      files for fashion_mnist otherwise.
+    source: "auto" or one of the spec's sources: "tfds", "debian"
+      (fashion_mnist only), "sklearn" (digits only), "arrays" (in-memory).
+      "auto" uses scikit-learn for digits, TFDS for the others when
+      tensorflow_datasets and tensorflow are installed, and Debian's files
+      for fashion_mnist otherwise.
 
   Returns:
-    A ``Dataset`` with images (n, H, W, C) float32 normalised per channel with
-    the train split's statistics, and labels (n,) int32.
+    A ``Dataset`` with inputs ``(n, *input_shape)`` float32 normalised per channel
+    (last axis) with the train split's statistics, and labels (n,) int32.
 
   Raises:
     ValueError: unknown name, split or source, or a source that does not
@@ -202,8 +209,7 @@ def load(
     FileNotFoundError: the dataset is not available on this machine; the
       message says how to get it.
   """
-  if name not in DATASETS:
-    raise ValueError(f"Unknown dataset {name!r}; known datasets: {', '.join(DATASETS)}.")
+  spec = dataset_spec(name)
   if split not in SPLITS:
     raise ValueError(f"Unknown split {split!r} for {name}; use 'train' or 'test'.")
   if source not in SOURCES:
@@ -211,21 +217,16 @@ def load(
   if seed is not None and (not isinstance(seed, (int, np.integer)) or seed < 0):
     raise ValueError(f"seed must be a non-negative integer or None, got {seed!r}.")
 
-  source = _resolve_source(name, source)
-  if source == "sklearn":
-    images, labels = _load_digits(split)
-  elif source == "debian":
-    images, labels = _load_fashion_mnist_idx(split, data_dir or DEBIAN_FASHION_MNIST_DIR)
-  else:
-    images, labels = _load_tfds(name, split, data_dir)
+  source = _resolve_source(spec, source)
+  images, labels = spec.sources[source](split, data_dir)
 
   if seed is not None:
     order = np.random.default_rng(seed).permutation(len(labels))
     images, labels = images[order], labels[order]
   return Dataset(
-      images=_normalise(name, images),
+      images=spec.normalise(images),
       labels=labels.astype(np.int32),
-      num_classes=_NUM_CLASSES[name],
+      num_classes=spec.num_classes,
       name=name,
       split=split,
   )
@@ -381,26 +382,14 @@ _IDX_TYPES = {0x08: ">u1", 0x09: ">i1", 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0
 _GZIP_FTEXT, _GZIP_FHCRC, _GZIP_FEXTRA, _GZIP_FNAME, _GZIP_FCOMMENT = 1, 2, 4, 8, 16
 
 
-def _resolve_source(name: str, source: str) -> str:
-  """The concrete source for (name, source), or a ValueError saying why not."""
-  providers = {
-      "digits": ("sklearn",),
-      "fashion_mnist": ("tfds", "debian"),
-      "mnist": ("tfds",),
-      "cifar10": ("tfds",),
-  }[name]
+def _resolve_source(spec: "DatasetSpec", source: str) -> str:
+  """The concrete source for (spec, source), or a ValueError saying why not."""
   if source == "auto":
-    if name == "digits":
-      return "sklearn"
-    if tfds_available():
-      return "tfds"
-    if name == "fashion_mnist":
-      return "debian"
-    raise FileNotFoundError(_missing_message(name))
-  if source not in providers:
+    return spec.auto_source()
+  if source not in spec.sources:
     raise ValueError(
-        f"Source {source!r} does not provide {name}; {name} comes from "
-        f"{' or '.join(repr(p) for p in providers)}."
+        f"Source {source!r} does not provide {spec.name}; {spec.name} comes from "
+        f"{' or '.join(repr(p) for p in spec.sources)}."
     )
   return source
 
@@ -556,27 +545,257 @@ def _regzip_header(gz: bytes, file_name: str, mtime: int) -> bytes:
   return header + gz[pos:]
 
 
-def _normalise(name: str, images: np.ndarray) -> np.ndarray:
-  """Scales raw pixels to [0, 1], then standardises per channel."""
-  mean, std = (np.asarray(v, dtype=np.float32) for v in NORMALISATION[name])
-  if images.shape[-1] != mean.shape[0]:
-    raise ValueError(
-        f"{name}: images have {images.shape[-1]} channels, expected {mean.shape[0]}."
-    )
-  scaled = images.astype(np.float32) / np.float32(_PIXEL_MAX[name])
-  return (scaled - mean) / std
-
-
 def normalise(name: str, images: np.ndarray) -> np.ndarray:
   """Raw pixels of dataset ``name`` (0..255, or 0..16 for digits) -> what ``load`` returns.
 
   Args:
-    name: a dataset name of ``NORMALISATION``.
-    images: (..., H, W, C) raw pixel values.
+    name: a registered dataset.
+    images: (..., H, W, C) raw pixel values (or raw feature vectors).
 
   Returns:
-    float32 images scaled to [0, 1] and standardised per channel.
+    float32 inputs scaled to [0, 1] and standardised per channel.
   """
-  if name not in NORMALISATION:
-    raise ValueError(f"normalise: unknown dataset {name!r}; known: {sorted(NORMALISATION)}.")
-  return _normalise(name, np.asarray(images))
+  return dataset_spec(name).normalise(np.asarray(images))
+
+
+# ---------------------------------------------------------------------------
+# What a valid query of each dataset is (the value checks of ``jaxcoded.queries``).
+
+# Relative slack for float rounding at the interval's ends.
+_RANGE_SLACK = 1e-3
+
+
+def value_range(name: str) -> tuple[float, float] | None:
+  """(low, high) of the normalised inputs of dataset ``name``, with a little slack.
+
+  Image pixels scaled to [0, 1] and standardised per channel lie in
+  [-mean / std, (1 - mean) / std]; the union over the channels. None for a
+  dataset whose raw values are unbounded (in-memory feature vectors).
+  """
+  return dataset_spec(name).value_range()
+
+
+def query_spec(name: str) -> queries.QuerySpec:
+  """The value checks of dataset ``name``'s queries, for ``Deployment(query_range=...)``.
+
+  Finite floats within :func:`value_range`: raw integer pixels (uint8) and
+  images normalised for another dataset are refused with a message that says
+  how to normalise them. In-memory feature vectors: finite values.
+
+  Example:
+    >>> from jaxcoded import data
+    >>> spec = data.query_spec("digits")
+    >>> spec.float_only, round(spec.low, 2), round(spec.high, 2)
+    (True, -0.81, 1.85)
+  """
+  return dataset_spec(name).query_spec()
+
+
+# ---------------------------------------------------------------------------
+# One registration per dataset.
+
+Loader = Callable[[str, "str | None"], tuple[np.ndarray, np.ndarray]]
+
+
+@dataclasses.dataclass(frozen=True)
+class DatasetSpec:
+  """Everything the library knows about one dataset.
+
+  Attributes:
+    name: the name configs use (``config.dataset``).
+    num_classes: number of classes; labels are in [0, num_classes).
+    input_shape: the shape of one input: (H, W, C) for images, (D,) for
+      feature vectors.
+    sources: source name -> ``loader(split, data_dir) -> (raw inputs, labels)``
+      for "train" and "test"; the first that works is "auto"'s choice unless
+      ``auto`` says otherwise.
+    mean, std: per-channel (last axis) statistics of the train split after
+      dividing by ``pixel_max``; inputs are normalised as (x / pixel_max -
+      mean) / std.
+    pixel_max: the largest raw value of an image (255, or 16 for digits); 1
+      for feature vectors.
+    images: raw inputs are bounded integer pixels: normalised queries then lie
+      in a known range and integer queries are refused (``query_spec``).
+    auto: picks the source for ``source="auto"`` (None: the first source).
+  """
+
+  name: str
+  num_classes: int
+  input_shape: tuple[int, ...]
+  sources: Mapping[str, Loader]
+  mean: tuple[float, ...]
+  std: tuple[float, ...]
+  pixel_max: float = 1.0
+  images: bool = True
+  auto: Callable[[], str] | None = None
+
+  def __post_init__(self):
+    if not self.sources:
+      raise ValueError(f"DatasetSpec {self.name!r}: give at least one source.")
+    unknown = set(self.sources) - set(SOURCES)
+    if unknown:
+      raise ValueError(f"DatasetSpec {self.name!r}: unknown sources {sorted(unknown)}; use {SOURCES}.")
+    channels = self.input_shape[-1]
+    if len(self.mean) != channels or len(self.std) != channels:
+      raise ValueError(
+          f"DatasetSpec {self.name!r}: mean and std need one value per channel (the last axis "
+          f"of {self.input_shape}), got {len(self.mean)} and {len(self.std)}."
+      )
+    if not all(v > 0 for v in self.std):
+      raise ValueError(f"DatasetSpec {self.name!r}: std must be positive, got {self.std}.")
+
+  def auto_source(self) -> str:
+    return self.auto() if self.auto is not None else next(iter(self.sources))
+
+  def normalise(self, raw: np.ndarray) -> np.ndarray:
+    """Raw inputs ``(..., *input_shape)`` -> float32, scaled and standardised per channel."""
+    mean, std = (np.asarray(v, dtype=np.float32) for v in (self.mean, self.std))
+    raw = np.asarray(raw)
+    if raw.shape[-1] != mean.shape[0]:
+      raise ValueError(f"{self.name}: inputs have {raw.shape[-1]} channels, expected {mean.shape[0]}.")
+    return (raw.astype(np.float32) / np.float32(self.pixel_max) - mean) / std
+
+  def value_range(self) -> tuple[float, float] | None:
+    """(low, high) of normalised images, with a little slack; None for unbounded features."""
+    if not self.images:
+      return None
+    mean, std = (np.asarray(v, np.float64) for v in (self.mean, self.std))
+    low, high = float(np.min(-mean / std)), float(np.max((1 - mean) / std))
+    slack = _RANGE_SLACK * (high - low)
+    return low - slack, high + slack
+
+  def query_spec(self) -> queries.QuerySpec:
+    """The value checks of this dataset's queries (``jaxcoded.queries``)."""
+    bounds = self.value_range()
+    if bounds is None:
+      return queries.QuerySpec(what=f"{self.name} inputs normalised as data.load returns them")
+    return queries.QuerySpec(
+        bounds[0], bounds[1], float_only=True,
+        what=f"{self.name} images normalised as data.load returns them",
+        remedy=f"Normalise raw pixels with data.normalise({self.name!r}, raw_pixels).",
+    )
+
+
+_SPECS: dict[str, DatasetSpec] = {}
+
+
+def register_dataset(spec: DatasetSpec, *, replace: bool = False) -> DatasetSpec:
+  """Registers ``spec`` under its name (ValueError if taken, unless ``replace``)."""
+  if spec.name in _SPECS and not replace:
+    raise ValueError(f"A dataset named {spec.name!r} is already registered; pass replace=True.")
+  _SPECS[spec.name] = spec
+  return spec
+
+
+def datasets() -> tuple[str, ...]:
+  """The registered datasets' names, in registration order."""
+  return tuple(_SPECS)
+
+
+def dataset_spec(name: str) -> DatasetSpec:
+  """The spec of dataset ``name``; ValueError naming the known ones otherwise."""
+  if name not in _SPECS:
+    raise ValueError(f"Unknown dataset {name!r}; known datasets: {', '.join(_SPECS)}.")
+  return _SPECS[name]
+
+
+def from_arrays(
+    name: str,
+    train: tuple[np.ndarray, np.ndarray],
+    test: tuple[np.ndarray, np.ndarray],
+    *,
+    num_classes: int | None = None,
+    replace: bool = False,
+) -> DatasetSpec:
+  """Registers a dataset given as in-memory arrays (feature vectors, say) and returns its spec.
+
+  The inputs are standardised per feature (last axis) with the train split's
+  mean and standard deviation, as the image datasets are per channel.
+
+  Args:
+    name: the dataset's name (``config.dataset``).
+    train: (inputs ``(n, *input_shape)``, integer labels ``(n,)``).
+    test: the same for the test split.
+    num_classes: default: 1 + the largest label.
+    replace: replace a dataset registered under the same name.
+
+  Example:
+    >>> import numpy as np
+    >>> from jaxcoded import data
+    >>> x, y = np.random.default_rng(0).normal(size=(40, 3)), np.arange(40) % 2
+    >>> spec = data.from_arrays("doc_example", (x[:30], y[:30]), (x[30:], y[30:]), replace=True)
+    >>> data.load("doc_example", "test").images.shape, spec.num_classes
+    ((10, 3), 2)
+  """
+  arrays = {}
+  for split, (inputs, labels) in (("train", train), ("test", test)):
+    inputs, labels = np.asarray(inputs), np.asarray(labels)
+    if inputs.ndim < 2 or labels.shape != inputs.shape[:1]:
+      raise ValueError(
+          f"from_arrays({name!r}): {split} needs inputs (n, ...) and labels (n,), got shapes "
+          f"{inputs.shape} and {labels.shape}."
+      )
+    if not np.issubdtype(labels.dtype, np.integer) or labels.min() < 0:
+      raise ValueError(f"from_arrays({name!r}): {split} labels must be integers >= 0.")
+    if not np.all(np.isfinite(inputs)):
+      raise ValueError(f"from_arrays({name!r}): {split} inputs hold NaN or inf.")
+    arrays[split] = (inputs, labels)
+  if arrays["train"][0].shape[1:] != arrays["test"][0].shape[1:]:
+    raise ValueError(f"from_arrays({name!r}): train and test inputs differ in shape.")
+  classes = int(max(arrays[s][1].max() for s in arrays)) + 1
+  if num_classes is None:
+    num_classes = classes
+  elif num_classes < classes:
+    raise ValueError(f"from_arrays({name!r}): labels reach {classes - 1}, above num_classes - 1.")
+  features = arrays["train"][0].reshape(-1, arrays["train"][0].shape[-1]).astype(np.float64)
+  std = np.where(features.std(axis=0) > 0, features.std(axis=0), 1.0)
+  return register_dataset(DatasetSpec(
+      name=name,
+      num_classes=int(num_classes),
+      input_shape=tuple(int(d) for d in arrays["train"][0].shape[1:]),
+      sources={"arrays": lambda split, data_dir: arrays[split]},
+      mean=tuple(float(v) for v in features.mean(axis=0)),
+      std=tuple(float(v) for v in std),
+      images=False,
+  ), replace=replace)
+
+
+def _auto_tfds_or(fallback: str | None, name: str) -> Callable[[], str]:
+  def pick() -> str:
+    if tfds_available():
+      return "tfds"
+    if fallback is None:
+      raise FileNotFoundError(_missing_message(name))
+    return fallback
+  return pick
+
+
+def _tfds_loader(name: str) -> Loader:
+  return lambda split, data_dir: _load_tfds(name, split, data_dir)
+
+
+# The built-in image datasets. Per-channel (mean, std) of the train split after
+# scaling pixels to [0, 1]: fashion_mnist and digits were computed here from the
+# data (tests check them against the data); mnist and cifar10 are the standard
+# published values.
+register_dataset(DatasetSpec(
+    "digits", 10, (8, 8, 1), {"sklearn": lambda split, data_dir: _load_digits(split)},
+    mean=(0.30544660,), std=(0.37603684,), pixel_max=16.0,
+))
+register_dataset(DatasetSpec(
+    "fashion_mnist", 10, (28, 28, 1),
+    {"tfds": _tfds_loader("fashion_mnist"),
+     "debian": lambda split, data_dir: _load_fashion_mnist_idx(
+         split, data_dir or DEBIAN_FASHION_MNIST_DIR)},
+    mean=(0.28604060,), std=(0.35302424,), pixel_max=255.0,
+    auto=_auto_tfds_or("debian", "fashion_mnist"),
+))
+register_dataset(DatasetSpec(
+    "mnist", 10, (28, 28, 1), {"tfds": _tfds_loader("mnist")},
+    mean=(0.13066048,), std=(0.30810781,), pixel_max=255.0, auto=_auto_tfds_or(None, "mnist"),
+))
+register_dataset(DatasetSpec(
+    "cifar10", 10, (32, 32, 3), {"tfds": _tfds_loader("cifar10")},
+    mean=(0.49139968, 0.48215841, 0.44653091), std=(0.24703223, 0.24348513, 0.26158784),
+    pixel_max=255.0, auto=_auto_tfds_or(None, "cifar10"),
+))

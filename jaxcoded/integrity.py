@@ -357,7 +357,7 @@ class CheckedCheckpointManager(ocp.CheckpointManager):
     for step in steps:
       try:
         restored = self.restore(step, args=args_for(step))
-      except Exception as error:  # pylint: disable=broad-except
+      except Exception as error:
         # CheckpointCorruptedError, or Orbax / TensorStore failing on damaged files
         # (they raise bare Exceptions, ValueErrors and KeyErrors).
         failures.append((step, error))

@@ -11,10 +11,13 @@ K queries, in both system designs (docs/design.md section 4.6):
   design B (worker-side encoding): worker n reads the K queries from shared
     storage and computes its own e(b_n) before h; the master sends b_n only.
 
-FLOPs are XLA's cost analysis of the compiled computation of each node
-(``cost_analysis()['flops']``: a multiply-add counts 2, elementwise work is
-included, the N x R least-squares fit too: it is plain XLA operations, see
-jaxcoded.linalg). Bytes count the arrays a node sends and
+FLOPs are counted by :func:`xla_flops`: XLA's cost analysis of each node's
+computation (a multiply-add counts 2, elementwise work is included, the
+N x R least-squares fit too: it is plain XLA operations, see jaxcoded.linalg),
+with every loop counted by its trip count. XLA alone counts the body of a
+``while`` loop once, whatever its trip count, so it would miss all but one
+iteration of the Householder QR and back substitution (``fori_loop``) and of
+the Chebyshev recurrence (``scan``). Bytes count the arrays a node sends and
 receives, at ``bytes_per_value`` per number. The master's FLOPs per query as a
 fraction of the base classifier's (``models.flops_per_example``) is the
 *master budget*; ``check_master_budget`` refuses a configuration over budget.
@@ -23,15 +26,18 @@ fraction of the base classifier's (``models.flops_per_example``) is the
 from __future__ import annotations
 
 import math
+import re
 from typing import Any, NamedTuple
 
 import jax
+import jax.extend.core as jex_core
 import jax.numpy as jnp
 
 __all__ = [
     "DesignLoad",
     "NodeLoad",
     "check_master_budget",
+    "check_worker_budget",
     "code_load",
     "format_load_table",
     "xla_flops",
@@ -88,18 +94,179 @@ class DesignLoad(NamedTuple):
     return self.worker.flops / self.base_flops_per_query
 
 
-def xla_flops(fn, *args, compiled: bool = True) -> float:
-  """XLA's FLOP count of ``fn(*args)`` (args may be ShapeDtypeStructs).
+# ---------------------------------------------------------------------------
+# FLOPs with loops counted by their trip count.
+#
+# XLA's HloCostAnalysis counts a while loop as one pass of its body and
+# condition, and ``lax.scan`` and ``lax.fori_loop`` both lower to while loops.
+# The count here starts from XLA's count of the whole program and adds, for
+# every loop in its jaxpr, the iterations XLA left out: a scan of length L is
+# L x its body's full count (XLA's count of the body plus, recursively, the
+# iterations missing inside it) in place of XLA's count of the scan alone.
+#
+# Why read trip counts from the jaxpr (``scan``'s ``length``; a ``fori_loop``
+# with static bounds is a scan) rather than unroll or count by hand: unrolled,
+# a QR inside a vmapped decode becomes a program whose size grows with the
+# trip count of every nested loop (slow to lower, and the unroll would have
+# to be forced inside library code); a hand count has to be rewritten with
+# every change to the code. Read from the jaxpr, the count follows the code,
+# costs one lowering per loop body, and keeps XLA's per-operation conventions
+# (a multiply-add is 2, an elementwise op 1 per element, transcendentals 0,
+# a conditional costs its dearer branch: an upper bound where a branch is
+# rarely taken). A ``while_loop`` whose trip count is only known at run time
+# cannot be counted statically and raises, as do programs whose count XLA
+# cannot give (a LAPACK custom call counts nothing; a triangular solve makes
+# XLA's whole count -1). tests/test_flops.py checks the count against hand
+# counts of every scheme.
 
-  ``compiled=False`` reads the cost analysis of the lowered module instead,
-  which skips the compilation; for the programs of this library (LeNet-5, the
-  coders, the decoders) it gives the same count.
-  """
-  lowered = jax.jit(fn).lower(*args)
-  cost = (lowered.compile() if compiled else lowered).cost_analysis()
-  if isinstance(cost, (list, tuple)):
+# Primitives that run some of their sub-jaxprs once per call: the params
+# holding those (the others, e.g. a custom JVP's rule, do not run forward).
+_CALLED = {
+    "pjit": ("jaxpr",),
+    "jit": ("jaxpr",),
+    "closed_call": ("call_jaxpr",),
+    "core_call": ("call_jaxpr",),
+    "custom_jvp_call": ("call_jaxpr",),
+    "custom_vjp_call": ("call_jaxpr",),
+    "custom_vjp_call_jaxpr": ("fun_jaxpr",),
+    "remat": ("jaxpr",),
+    "checkpoint": ("jaxpr",),
+    "custom_vmap_call": ("call",),
+}
+_UNCOUNTED_CALLS = re.compile(r"custom_call\s*@(lapack|cusolver|hipsolver|cublas|hipblas)\w*")
+
+
+def _closed(jaxpr) -> jex_core.ClosedJaxpr:
+  return jaxpr if isinstance(jaxpr, jex_core.ClosedJaxpr) else jex_core.ClosedJaxpr(jaxpr, [])
+
+
+def _cost_flops(cost) -> float:
+  if isinstance(cost, (list, tuple)):  # Older JAX returned one dict per device.
     cost = cost[0] if cost else {}
   return float((cost or {}).get("flops", 0.0))
+
+
+class _LoopCounter:
+  """The FLOPs XLA's count leaves out of a jaxpr's loops; body costs cached per jaxpr."""
+
+  def __init__(self):
+    self._xla = {}
+
+  def xla(self, jaxpr) -> float:
+    """XLA's count (loops once) of a sub-jaxpr lowered on its own."""
+    closed = _closed(jaxpr)
+    key = id(closed.jaxpr)
+    if key not in self._xla:
+      args = [jax.ShapeDtypeStruct(v.aval.shape, v.aval.dtype) for v in closed.jaxpr.invars]
+      lowered = jax.jit(jex_core.jaxpr_as_fun(closed)).lower(*args)
+      self._xla[key] = _checked_flops(lowered, lowered.cost_analysis())
+    return self._xla[key]
+
+  def _xla_of(self, eqn) -> float:
+    """XLA's count of one equation lowered on its own (a loop: its body once, or not at all)."""
+    key = id(eqn)
+    if key not in self._xla:
+      literal = [isinstance(v, jex_core.Literal) for v in eqn.invars]
+
+      def run(*values):
+        values = iter(values)
+        inputs = [v.val if lit else next(values) for v, lit in zip(eqn.invars, literal)]
+        return eqn.primitive.bind(*inputs, **eqn.params)
+
+      args = [jax.ShapeDtypeStruct(v.aval.shape, v.aval.dtype)
+              for v, lit in zip(eqn.invars, literal) if not lit]
+      lowered = jax.jit(run).lower(*args)
+      self._xla[key] = _checked_flops(lowered, lowered.cost_analysis())
+    return self._xla[key]
+
+  def missing(self, jaxpr) -> float:
+    """FLOPs of the loop iterations XLA's count of ``jaxpr`` leaves out."""
+    return sum(self._missing_in(eqn) for eqn in _closed(jaxpr).jaxpr.eqns)
+
+  def _missing_in(self, eqn) -> float:
+    name, params = eqn.primitive.name, eqn.params
+    if name == "scan":  # L passes of the body, against XLA's count of the scan alone
+      body, length = params["jaxpr"], int(params["length"])
+      return length * (self.xla(body) + self.missing(body)) - self._xla_of(eqn)
+    if name == "while":
+      raise ValueError(
+          "xla_flops: a while loop whose trip count is only known at run time (lax.while_loop, or "
+          "fori_loop with traced bounds) cannot be counted statically; give its bounds as Python "
+          "integers (a scan) or count it by hand."
+      )
+    if name == "cond":  # XLA counts the dearer branch
+      branches = params["branches"]
+      missing = [self.missing(b) for b in branches]
+      if not any(missing):
+        return 0.0
+      once = [self.xla(b) for b in branches]
+      return max(o + m for o, m in zip(once, missing)) - max(once)
+    if name == "custom_linear_solve":  # only the solve runs forward
+      return self.missing(params["jaxprs"].solve)
+    if name in _CALLED:
+      return sum(self.missing(params[key]) for key in _CALLED[name] if key in params)
+    subs = list(jex_core.jaxprs_in_params(params))
+    if any(self.missing(sub) for sub in subs):
+      raise ValueError(
+          f"xla_flops: loops inside a {name!r} primitive; which of its sub-computations run, and "
+          "how often, is not known to this count."
+      )
+    return 0.0
+
+
+def _checked_flops(lowered, cost) -> float:
+  flops = _cost_flops(cost)
+  text = lowered.as_text()
+  calls = sorted(set(m.group(0).split("@")[1] for m in _UNCOUNTED_CALLS.finditer(text)))
+  if calls:
+    raise ValueError(
+        f"xla_flops: the program calls {', '.join(calls)}, which XLA's cost analysis counts as "
+        "0 FLOPs; use the plain-XLA routines of jaxcoded.linalg."
+    )
+  if flops < 0:
+    raise ValueError(
+        "xla_flops: XLA's cost analysis cannot count this program (it returned "
+        f"{flops:g}; a triangular solve does that); use jaxcoded.linalg's solves."
+    )
+  return flops
+
+
+def xla_flops(fn, *args, compiled: bool = False, count_loops: bool = True) -> float:
+  """FLOPs of ``fn(*args)`` (args may be ShapeDtypeStructs), every loop by its trip count.
+
+  XLA's cost analysis of the lowered module (``compiled=False``, the default:
+  no compilation) or of the compiled one, plus the iterations of every
+  ``scan`` / static ``fori_loop`` that XLA counts only once (module notes
+  above). For the programs of this library both bases give the same count
+  (tests/test_flops.py).
+
+  Args:
+    fn: the function; it is jitted.
+    *args: its arguments (arrays or ``jax.ShapeDtypeStruct`` values).
+    compiled: start from the compiled module's count instead of the lowered one's.
+    count_loops: False gives XLA's count alone (each loop body once), the
+      figure this library reported before loops were counted.
+
+  Returns:
+    FLOPs (a multiply-add counts 2).
+
+  Raises:
+    ValueError: a loop whose trip count is unknown before run time, or a call
+      XLA does not count (LAPACK; a triangular solve).
+
+  Example:
+    >>> import jax, jax.numpy as jnp
+    >>> a = jax.ShapeDtypeStruct((20, 20), jnp.float32)
+    >>> ten = lambda a: jax.lax.fori_loop(0, 10, lambda i, x: x @ a, a)
+    >>> xla_flops(ten, a) >= 10 * 2 * 20**3
+    True
+  """
+  traced = jax.jit(fn).trace(*args)
+  lowered = traced.lower()
+  flops = _checked_flops(lowered, (lowered.compile() if compiled else lowered).cost_analysis())
+  if count_loops:
+    flops += _LoopCounter().missing(traced.jaxpr)
+  return flops
 
 
 def _size(shape) -> int:
@@ -180,7 +347,7 @@ def check_master_budget(load: DesignLoad, budget: float) -> None:
 
 
 def check_worker_budget(load: DesignLoad, budget: float | None) -> None:
-  """Raises ValueError if a worker's FLOPs per coded input exceed ``budget`` x base (None: no limit).
+  """Raises ValueError if a worker's FLOPs per coded input exceed ``budget`` x base (None: none).
 
   The equal-resource protocol (docs/design.md section 6a) allows workers at
   most 1.1 x f.

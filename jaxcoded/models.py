@@ -1,5 +1,8 @@
-"""Base classifiers in Flax NNX, by name.
+"""Base classifiers in Flax NNX, by name: one registration per model.
 
+  ``mlp``         (B, *input_shape) -> flatten -> dense 128 -> ReLU -> classes,
+                  for any input shape (``input_shape=`` in ``model_kwargs``):
+                  feature vectors of an in-memory dataset, say.
   ``digits_mlp``  (B, 8, 8, 1) -> flatten -> dense 128 -> ReLU -> classes.
   ``digits_cnn``  (B, 8, 8, 1) -> conv 16@3x3 -> conv 32@3x3 -> max-pool 2
                   -> dense 64 -> classes (ReLU after each hidden layer).
@@ -13,7 +16,10 @@
                   average pool, dense. Meant for GPU runs; it has BatchNorm,
                   so use ``model.train()`` / ``model.eval()``.
 
-Every model maps float images (B, H, W, C) to float logits (B, num_classes);
+A model is registered once, with its class and its input shape
+(:func:`register_model`); ``MODELS`` and ``INPUT_SHAPES`` are views of that
+registry. Every model maps float inputs ``(B, *input_shape)`` to float logits
+(B, num_classes);
 inputs are cast to the model's dtype (float32 by default). They work with
 ``nnx.jit``, ``nnx.Optimizer(model, tx, wrt=nnx.Param)`` and ``nnx.state`` /
 ``nnx.eval_shape`` (for Orbax checkpoints).
@@ -47,41 +53,54 @@ __all__ = [
     "ResNet18",
     "create",
     "flops_per_example",
+    "register_model",
 ]
 
-INPUT_SHAPES = {
-    "digits_mlp": (8, 8, 1),
-    "digits_cnn": (8, 8, 1),
-    "lenet5": (28, 28, 1),
-    "resnet18": (32, 32, 3),
-}
+# Views of the registry, filled by ``register_model`` only: name -> class, and
+# name -> input shape (absent for models that take any shape, like "mlp").
+MODELS: dict[str, Callable[..., nnx.Module]] = {}
+INPUT_SHAPES: dict[str, tuple[int, ...]] = {}
+
+
+def register_model(name: str, model_class: Callable[..., nnx.Module],
+                   input_shape: tuple[int, ...] | None) -> None:
+  """Registers a classifier class under ``name``, with the input shape it takes (None: any).
+
+  The class is called as ``model_class(num_classes, rngs=..., **kwargs)``;
+  a model with ``input_shape=None`` takes ``input_shape=`` among the kwargs.
+  """
+  if name in MODELS and MODELS[name] is not model_class:
+    raise ValueError(f"A model named {name!r} is already registered.")
+  MODELS[name] = model_class
+  if input_shape is not None:
+    INPUT_SHAPES[name] = tuple(int(d) for d in input_shape)
 
 
 def _check_input(
     model_name: str, x: ArrayLike, input_shape: tuple[int, ...], dtype: DTypeLike
 ) -> jax.Array:
-  """``x`` as a (B, *input_shape) array of ``dtype``, or a ValueError saying what is wrong."""
+  """``x`` as a ``(B, *input_shape)`` array of ``dtype``, or a ValueError saying what is wrong."""
   x_dtype = x.dtype if hasattr(x, "dtype") else np.asarray(x).dtype
   if not (jnp.issubdtype(x_dtype, jnp.floating) or jnp.issubdtype(x_dtype, jnp.integer)):
-    raise ValueError(f"{model_name} expects real-valued (float) images, got dtype {x_dtype}.")
+    raise ValueError(f"{model_name} expects real-valued (float) inputs, got dtype {x_dtype}.")
   x = jnp.asarray(x, dtype)
   expected = f"(B, {', '.join(map(str, input_shape))})"
-  if x.ndim != 4 or tuple(x.shape[1:]) != tuple(input_shape):
-    raise ValueError(f"{model_name} expects images of shape {expected}, got {tuple(x.shape)}.")
+  if x.ndim != 1 + len(input_shape) or tuple(x.shape[1:]) != tuple(input_shape):
+    raise ValueError(f"{model_name} expects inputs of shape {expected}, got {tuple(x.shape)}.")
   if x.shape[0] == 0:
-    raise ValueError(f"{model_name} got an empty batch; pass B >= 1 images of shape {expected}.")
+    raise ValueError(f"{model_name} got an empty batch; pass B >= 1 inputs of shape {expected}.")
   return x
 
 
 class DigitsMLP(nnx.Module):
-  """A small MLP for 8x8x1 digits: flatten -> hidden (ReLU) ... -> logits."""
+  """A small MLP: flatten -> hidden (ReLU) ... -> logits (8x8x1 digits by default)."""
 
   def __init__(
       self,
       num_classes: int = 10,
       *,
       hidden: Sequence[int] = (128,),
-      input_shape: tuple[int, int, int] = INPUT_SHAPES["digits_mlp"],
+      input_shape: tuple[int, ...] = (8, 8, 1),
       dtype: DTypeLike = jnp.float32,
       rngs: nnx.Rngs,
   ):
@@ -94,8 +113,8 @@ class DigitsMLP(nnx.Module):
     ])
 
   def __call__(self, x: ArrayLike) -> jax.Array:
-    """(B, 8, 8, 1) images -> (B, num_classes) logits."""
-    x = _check_input("digits_mlp", x, self.input_shape, self.dtype)
+    """``(B, *input_shape)`` inputs -> (B, num_classes) logits."""
+    x = _check_input("mlp", x, self.input_shape, self.dtype)
     x = x.reshape(x.shape[0], -1)
     for layer in self.layers[:-1]:
       x = nnx.relu(layer(x))
@@ -124,7 +143,7 @@ class DigitsCNN(nnx.Module):
 
   def __call__(self, x: ArrayLike) -> jax.Array:
     """(B, 8, 8, 1) images -> (B, num_classes) logits."""
-    x = _check_input("digits_cnn", x, INPUT_SHAPES["digits_cnn"], self.dtype)
+    x = _check_input("digits_cnn", x, (8, 8, 1), self.dtype)
     x = nnx.relu(self.conv1(x))
     x = nnx.relu(self.conv2(x))
     x = nnx.max_pool(x, (2, 2), strides=(2, 2))
@@ -161,7 +180,7 @@ class LeNet5(nnx.Module):
 
   def __call__(self, x: ArrayLike) -> jax.Array:
     """(B, 28, 28, 1) images -> (B, num_classes) logits."""
-    x = _check_input("lenet5", x, INPUT_SHAPES["lenet5"], self.dtype)
+    x = _check_input("lenet5", x, (28, 28, 1), self.dtype)
     x = nnx.max_pool(nnx.relu(self.conv1(x)), (2, 2), strides=(2, 2))
     x = nnx.max_pool(nnx.relu(self.conv2(x)), (2, 2), strides=(2, 2))
     x = x.reshape(x.shape[0], -1)
@@ -221,27 +240,27 @@ class ResNet18(nnx.Module):
 
   def __call__(self, x: ArrayLike) -> jax.Array:
     """(B, 32, 32, 3) images -> (B, num_classes) logits."""
-    x = _check_input("resnet18", x, INPUT_SHAPES["resnet18"], self.dtype)
+    x = _check_input("resnet18", x, (32, 32, 3), self.dtype)
     x = nnx.relu(self.stem_bn(self.stem_conv(x)))
     for block in self.blocks:
       x = block(x)
     return self.head(x.mean(axis=(1, 2)))
 
 
-MODELS: dict[str, Callable[..., nnx.Module]] = {
-    "digits_mlp": DigitsMLP,
-    "digits_cnn": DigitsCNN,
-    "lenet5": LeNet5,
-    "resnet18": ResNet18,
-}
+register_model("mlp", DigitsMLP, None)
+register_model("digits_mlp", DigitsMLP, (8, 8, 1))
+register_model("digits_cnn", DigitsCNN, (8, 8, 1))
+register_model("lenet5", LeNet5, (28, 28, 1))
+register_model("resnet18", ResNet18, (32, 32, 3))
 
 
 def create(name: str, *, num_classes: int = 10, rngs: nnx.Rngs, **kwargs) -> nnx.Module:
   """Builds a named classifier.
 
   Args:
-    name: one of ``MODELS``: "digits_mlp", "digits_cnn", "lenet5", "resnet18".
-      Its input shape (H, W, C) is ``INPUT_SHAPES[name]``.
+    name: a registered model (``MODELS``): "mlp", "digits_mlp", "digits_cnn",
+      "lenet5", "resnet18". Its input shape is ``INPUT_SHAPES[name]`` (for
+      "mlp", pass ``input_shape=``).
     num_classes: number of output logits, >= 1.
     rngs: parameter initialisation keys.
     **kwargs: passed to the model class (e.g. ``features=(32, 64)`` for
@@ -258,40 +277,63 @@ def create(name: str, *, num_classes: int = 10, rngs: nnx.Rngs, **kwargs) -> nnx
 
 
 def flops_per_example(
-    model_or_name: nnx.Module | str, input_shape: tuple[int, ...] | None = None
+    model_or_name: nnx.Module | str,
+    input_shape: tuple[int, ...] | None = None,
+    *,
+    model_kwargs=None,
+    num_classes: int = 10,
 ) -> int:
   """Floating-point operations of one forward pass on one example.
 
-  Counted by XLA's cost analysis of the compiled forward pass at batch 1
-  (``jax.jit(f).lower(x).compile().cost_analysis()['flops']``): each
-  multiply-add of a convolution or matmul counts 2, and elementwise work
-  (bias, ReLU, pooling, BatchNorm) is included as XLA counts it. The model is
-  evaluated in eval mode (BatchNorm with running averages) on a copy, so the
-  given model's mode is not changed. Nothing is allocated for a model given
-  by name: its shapes come from ``nnx.eval_shape``.
+  Counted by ``jaxcoded.load.xla_flops``: XLA's cost analysis of the forward
+  pass at batch 1, every loop by its trip count. Each multiply-add of a
+  convolution or matmul counts 2 (taps in a convolution's padding are no
+  work), and elementwise work (bias, ReLU, pooling, BatchNorm) is included
+  as XLA counts it. The model is evaluated in eval mode (BatchNorm with
+  running averages) on a copy, so the given model's mode is not changed.
+  Nothing is allocated for a model given by name: its shapes come from
+  ``nnx.eval_shape``.
 
   Args:
-    model_or_name: a model, or a name from ``MODELS`` (built with 10 classes).
+    model_or_name: a model, or a name from ``MODELS``.
     input_shape: (H, W, C) of one example; default ``INPUT_SHAPES[name]``
       (required for a model object that is not one of ours).
+    model_kwargs: for a name, the model's options as ``create`` takes them
+      (a config's ``model_kwargs``, e.g. ``{"features": (32, 64)}``); None:
+      the defaults.
+    num_classes: for a name, the number of logits.
 
   Returns:
     FLOPs per example, a positive integer.
+
+  Example:
+    >>> wide = flops_per_example("lenet5", model_kwargs={"features": (12, 32)})
+    >>> flops_per_example("lenet5") < wide
+    True
   """
+  from jaxcoded import load
+
   if isinstance(model_or_name, str):
     if model_or_name not in MODELS:
       raise ValueError(f"Unknown model {model_or_name!r}; known models: {', '.join(MODELS)}.")
-    if input_shape is None:
-      input_shape = INPUT_SHAPES[model_or_name]
     name = model_or_name
-    model = nnx.eval_shape(lambda: create(name, rngs=nnx.Rngs(0)))
+    options = {key: model_kwargs[key] for key in model_kwargs} if model_kwargs else {}
+    if input_shape is None:
+      input_shape = options.get("input_shape") or INPUT_SHAPES.get(name)
+      if input_shape is None:
+        raise ValueError(f"flops_per_example: model {name!r} takes any input shape; pass input_shape.")
+    model = nnx.eval_shape(
+        lambda: create(name, num_classes=num_classes, rngs=nnx.Rngs(0), **options))
   else:
+    if model_kwargs:
+      raise ValueError("flops_per_example: model_kwargs apply to a model given by name only.")
     model = model_or_name
     if input_shape is None:
-      names = [n for n, cls in MODELS.items() if type(model) is cls]
-      if not names:
+      input_shape = getattr(model, "input_shape", None)
+      names = [n for n, cls in MODELS.items() if type(model) is cls and n in INPUT_SHAPES]
+      if input_shape is None and not names:
         raise ValueError("flops_per_example needs input_shape for a model not built by create().")
-      input_shape = INPUT_SHAPES[names[0]]
+      input_shape = tuple(input_shape) if input_shape is not None else INPUT_SHAPES[names[0]]
   graphdef, state = nnx.split(model)
   abstract_state = jax.tree.map(lambda a: jax.ShapeDtypeStruct(jnp.shape(a), a.dtype), state)
   x = jax.ShapeDtypeStruct((1, *input_shape), jnp.float32)
@@ -301,7 +343,4 @@ def flops_per_example(
     copy.eval()
     return copy(x)
 
-  cost = jax.jit(forward).lower(abstract_state, x).compile().cost_analysis()
-  if isinstance(cost, (list, tuple)):  # Older JAX returned one dict per device.
-    cost = cost[0]
-  return int(cost["flops"])
+  return int(load.xla_flops(forward, abstract_state, x))

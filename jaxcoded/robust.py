@@ -67,6 +67,7 @@ import numpy as np
 from jax.typing import ArrayLike, DTypeLike
 
 from jaxcoded import interp, linalg, stragglers
+from jaxcoded.interp import matrices as interp_matrices
 
 __all__ = [
     "MAX_CANDIDATES",
@@ -220,7 +221,7 @@ def _locate(nodes, values, mask, degree, num_errors, rtol):
   # Chebyshev basis on the nodes mapped into [-1, 1]: a well-conditioned design.
   lo, hi = jnp.min(nodes), jnp.max(nodes)
   half_width = jnp.maximum((hi - lo) / 2, jnp.finfo(nodes.dtype).tiny)
-  basis = interp._chebyshev_vandermonde((nodes - (hi + lo) / 2) / half_width, degree)
+  basis = interp_matrices._chebyshev_vandermonde((nodes - (hi + lo) / 2) / half_width, degree)
 
   drops = jnp.asarray(~stragglers.all_masks(nodes.shape[0], num_errors, MAX_CANDIDATES))
   valid = ~jnp.any(drops & ~mask[None, :], axis=1)  # only available outputs are dropped

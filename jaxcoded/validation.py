@@ -49,6 +49,7 @@ __all__ = [
     "check_integer",
     "format_shape",
     "is_integer",
+    "shape_fits",
 ]
 
 ShapeSpec = Sequence[int | None | EllipsisType]
@@ -67,7 +68,7 @@ def format_shape(expected_shape: ShapeSpec) -> str:
   return "(" + ", ".join(parts) + ")"
 
 
-def _shape_fits(shape: tuple[int, ...], expected_shape: ShapeSpec) -> bool:
+def shape_fits(shape: tuple[int, ...], expected_shape: ShapeSpec) -> bool:
   expected = tuple(expected_shape)
   if expected and expected[-1] is Ellipsis:
     expected = expected[:-1]
@@ -120,7 +121,7 @@ def check_images(
   if 0 in shape:
     wanted = "at least one image" if expected_shape is None else f"images{accepted}"
     raise ValueError(f"{name}: got an empty batch of shape {shape}; pass {wanted}.")
-  if expected_shape is not None and not _shape_fits(shape, expected_shape):
+  if expected_shape is not None and not shape_fits(shape, expected_shape):
     raise ValueError(f"{name}: images must have shape {format_shape(expected_shape)}, got {shape}.")
   if isinstance(images, jax.core.Tracer):
     return  # Under jit: values unknown; the static checks above still ran.

@@ -42,19 +42,22 @@ Example:
 
 from __future__ import annotations
 
-from collections.abc import Callable
 import functools
-from typing import Any
+from collections.abc import Callable
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jax.sharding import AxisType, Mesh, NamedSharding, PartitionSpec as P
+from jax.sharding import AxisType, Mesh, NamedSharding
+from jax.sharding import PartitionSpec as P
 from jax.typing import ArrayLike
 
 from jaxcoded import validation
 
 __all__ = [
+    "WorkerFn",
+    "WorkerTask",
     "erase_nonfinite",
     "make_worker_mesh",
     "mask_outputs",
@@ -62,38 +65,26 @@ __all__ = [
 ]
 
 PyTree = Any
+WorkerFn = Callable[..., PyTree]
 
 
-def mesh_for_config(mesh_devices: int | None, num_workers: int | None = None) -> Mesh | None:
-  """The worker mesh a config's ``mesh_devices`` asks for, or None for one device.
+class WorkerTask(NamedTuple):
+  """What one kind of worker computes: ``fn(params, x)`` on one coded input x.
 
-  Args:
-    mesh_devices: devices to spread the workers over; 0, 1 or None: no mesh
-      (``vmap`` on one device).
-    num_workers: when given, N must be a multiple of ``mesh_devices`` (each
-      device runs N / devices workers).
-
-  Returns:
-    ``make_worker_mesh(mesh_devices)``, or None.
-
-  Raises:
-    ValueError: more devices than are visible, or N not a multiple of them.
+  ``reads_queries`` marks a design-B worker (docs/learned_codes.md): it also
+  reads the group's K queries from shared storage and is called as
+  ``fn(params, x, queries)``, x being its evaluation point b_n.
   """
-  devices = mesh_devices or 0
-  if isinstance(devices, bool) or not isinstance(devices, (int, np.integer)) or devices < 0:
-    raise ValueError(f"config.mesh_devices must be an integer >= 0, got {mesh_devices!r}.")
-  if devices <= 1:
-    return None
-  if devices > jax.device_count():
-    raise ValueError(
-        f"config.mesh_devices = {devices}, but only {jax.device_count()} devices are visible."
-    )
-  if num_workers is not None and num_workers % devices:
-    raise ValueError(
-        f"config.mesh_devices = {devices} must divide the N = {num_workers} workers "
-        "(each device runs N / devices workers)."
-    )
-  return make_worker_mesh(int(devices))
+
+  fn: WorkerFn
+  params: Any
+  reads_queries: bool = False
+
+  def run(self, x: PyTree, queries: PyTree | None = None) -> PyTree:
+    """This task's output for one worker input x (and the group, in design B)."""
+    if self.reads_queries:
+      return self.fn(self.params, x, queries)
+    return self.fn(self.params, x)
 
 
 def make_worker_mesh(

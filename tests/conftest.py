@@ -29,7 +29,7 @@ def rng():
 # one worker, so its module-scoped fixtures (trained models, Ray clusters) are
 # built once; the files that start a Ray cluster share one group, so no two
 # clusters (and Serve's proxy) run at once on a small machine.
-_RAY_FILES = frozenset({"test_serving", "test_http"})
+_RAY_FILES = frozenset({"test_serving", "test_http", "test_ray_cluster"})
 
 
 def pytest_collection_modifyitems(config, items):

@@ -22,12 +22,24 @@ import optax
 import pytest
 from flax import nnx
 
-from jaxcoded import coders, comparison, data, deployment, interp, models, schemes, stragglers, training, validation, workers
+from jaxcoded import (
+  coders,
+  comparison,
+  data,
+  deployment,
+  interp,
+  models,
+  schemes,
+  stragglers,
+  training,
+  validation,
+  workers,
+)
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 
 
-def LINEAR(w, x):  # pylint: disable=invalid-name
+def LINEAR(w, x):
   """A worker task for vectors of length 2 (w: (2, 2))."""
   return w @ x
 
@@ -210,7 +222,7 @@ SCHEME_CALLS = {
         r"expected a group of K = 3 queries along the leading axis, got shape \(2, 2\)"),
     "non-numeric queries": (
         lambda c: c.encode(np.full((3, 2), "x")),
-        r"queries must be real numbers \(a float array.*got dtype <U1"),
+        r"queries must be real numbers \(an integer or floating-point array\), got dtype <U1"),
     "outputs of another N": (
         lambda c: c.decode(jnp.ones((3, 2)), jnp.ones(4, bool)),
         r"BerrutCode: outputs have shape \(3, 2\), expected \(4, \.\.\.\): one row per worker"),
@@ -313,8 +325,9 @@ def test_bad_polynomial_code_input(polynomial_code, case):
 
 
 @pytest.fixture(scope="module")
-def served(berrut):
-  return deployment.Deployment.homogeneous("Berrut", berrut, LINEAR, jnp.eye(2))
+def served(berrut):  # what the comparison and the service build: the dataset's value checks
+  return deployment.Deployment.homogeneous("Berrut", berrut, LINEAR, jnp.eye(2),
+                                           query_range=data.query_spec("fashion_mnist"))
 
 
 EVERYONE = jnp.ones(4, bool)
@@ -330,27 +343,28 @@ def _poisoned(row, column, value):
 DEPLOYMENT_QUERIES = {
     "NaN image": (
         lambda: _poisoned(1, 0, np.nan),
-        r"Deployment 'Berrut': NaN or inf in 1 of 3 images \(index 1\); every value must be "
-        r"finite: in a coded group one such image would spoil the answers of all K queries"),
-    "inf image": (lambda: _poisoned(2, 1, -np.inf), r"NaN or inf in 1 of 3 images \(index 2\)"),
+        r"Deployment 'Berrut': NaN or inf in 1 of 3 queries \(index 1\); every value must be "
+        r"finite: in a coded group one such query would spoil the answers of all the others"),
+    "inf image": (lambda: _poisoned(2, 1, -np.inf), r"NaN or inf in 1 of 3 queries \(index 2\)"),
     "integer images": (
         lambda: GOOD.astype(np.int32),
-        r"images must be a floating-point array of shape \(3, \.\.\.\) \(float32, float64, "
-        r"float16 or bfloat16, normalised as data\.load returns them\), got dtype int32"),
+        r"queries must be a floating-point array \(fashion_mnist images normalised as data\.load "
+        r"returns them\), got dtype int32\. Normalise raw pixels with "
+        r"data\.normalise\('fashion_mnist', raw_pixels\)"),
     "empty batch": (
         lambda: np.zeros((0, 2)),
-        r"got an empty batch of shape \(0, 2\); pass images of shape \(3, \.\.\.\)"),
+        r"expected a group of K = 3 queries along the leading axis, got shape \(0, 2\)"),
     "wrong number of images": (
-        lambda: GOOD[:2], r"images must have shape \(3, \.\.\.\), got \(2, 2\)"),
+        lambda: GOOD[:2], r"expected a group of K = 3 queries along the leading axis, got shape \(2, 2\)"),
     "a scalar": (
-        lambda: np.float32(1.0), r"images must be a batch of shape \(3, \.\.\.\), got a scalar"),
+        lambda: np.float32(1.0), r"expected a group of K = 3 queries along the leading axis, got shape \(\)"),
     "raw pixels among normalised queries": (
         lambda: _poisoned(1, 0, 255.0),
         r"Deployment 'Berrut': query 1 has values in \[.*255\], outside the expected range "
-        r"\[-1\.994, 2\.826\] of images normalised as data\.load returns them"),
+        r"\[-0\.8131, 2\.025\] of fashion_mnist images normalised as data\.load returns them"),
     "uint8 images": (
         lambda: np.zeros((3, 2), np.uint8),
-        r"images must be a floating-point array .*got dtype uint8"),
+        r"queries must be a floating-point array .*got dtype uint8"),
     "image shape the workers cannot take": (
         lambda: np.ones((3, 3)),
         r"queries of shape \(3, 3\) do not fit its encoder or worker tasks; pass K = 3 images "
@@ -480,22 +494,22 @@ def mlp():
 MODELS = {
     "unknown model": (
         lambda m: models.create("vgg", rngs=nnx.Rngs(0)),
-        r"Unknown model 'vgg'; known models: digits_mlp, digits_cnn, lenet5, resnet18"),
+        r"Unknown model 'vgg'; known models: mlp, digits_mlp, digits_cnn, lenet5, resnet18"),
     "no classes": (
         lambda m: models.create("digits_mlp", num_classes=0, rngs=nnx.Rngs(0)),
         r"num_classes must be a positive integer, got 0"),
     "images of another shape": (
         lambda m: m(jnp.ones((2, 28, 28, 1))),
-        r"digits_mlp expects images of shape \(B, 8, 8, 1\), got \(2, 28, 28, 1\)"),
+        r"mlp expects inputs of shape \(B, 8, 8, 1\), got \(2, 28, 28, 1\)"),
     "image without a batch axis": (
         lambda m: m(jnp.ones((8, 8, 1))),
-        r"digits_mlp expects images of shape \(B, 8, 8, 1\), got \(8, 8, 1\)"),
+        r"mlp expects inputs of shape \(B, 8, 8, 1\), got \(8, 8, 1\)"),
     "empty batch": (
         lambda m: m(jnp.ones((0, 8, 8, 1))),
-        r"digits_mlp got an empty batch; pass B >= 1 images of shape \(B, 8, 8, 1\)"),
+        r"mlp got an empty batch; pass B >= 1 inputs of shape \(B, 8, 8, 1\)"),
     "non-numeric images": (
         lambda m: m(np.full((2, 8, 8, 1), "x")),
-        r"digits_mlp expects real-valued \(float\) images, got dtype <U1"),
+        r"mlp expects real-valued \(float\) inputs, got dtype <U1"),
 }
 
 
@@ -571,7 +585,7 @@ def workdirs(tmp_path_factory):
 def _other_shape(config):
   config = ml_collections.ConfigDict(config.to_dict())
   config.model_kwargs.hidden = (5,)
-  return training.classifier.build_model(config)  # pylint: disable=protected-access
+  return training.classifier.build_model(config)
 
 
 CHECKPOINTS = {
@@ -598,7 +612,6 @@ CHECKPOINTS = {
         lambda w: training.load_model(w / "classifier", step=7), FileNotFoundError,
         r"No checkpoint for step 7 in .*checkpoints \(steps there: \[1\]\)"),
     "trained part for another K": (
-        # pylint: disable-next=protected-access
         lambda w: comparison.trained.TrainedParts(w, 4, None, w)._check_num_queries(w / "coder"),
         ValueError,
         r"is for K = 8 queries per group, but this comparison uses K = 4"),

@@ -223,7 +223,7 @@ def test_plots_are_valid_pngs(digits_comparison):
   _, workdir, results = digits_comparison
   assert set(results["plots"]) >= {"accuracy_vs_stragglers.png", "accuracy_vs_redundancy.png"}
   matplotlib = pytest.importorskip("matplotlib", reason="matplotlib reads the PNGs back")
-  from matplotlib import image  # pylint: disable=g-import-not-at-top
+  from matplotlib import image
 
   del matplotlib
   for name in results["plots"]:
@@ -295,16 +295,18 @@ def test_a_worker_above_its_budget_is_refused():
 
 def test_a_learned_code_is_redeployed_at_k_plus_s(rng):
   """Trained once at N = 6 with R = 3, deployed at N = K + S: the same logits (section 6a)."""
-  from flax import nnx  # pylint: disable=g-import-not-at-top
-  from jaxcoded.schemes import learned, registry  # pylint: disable=g-import-not-at-top
+  from flax import nnx
+
+  from jaxcoded.comparison import builders
+  from jaxcoded.schemes import learned
 
   code = learned.PolynomialCode.create(4, 6, (8, 8, 1), 10, encoder_degree=1,
                                        worker_features=(4,), worker_out=8, head_hidden=0,
                                        rngs=nnx.Rngs(0))
-  kind = registry.get("learned")
+  kind = builders.get("learned")
   entry = ml_collections.ConfigDict(dict(kind="learned", deploy_at="k_plus_s"))
   assert kind.sized_for(entry) and not kind.sized_for(ml_collections.ConfigDict(dict(kind="x")))
-  ctx = registry.BuildContext(4, trained=code)
+  ctx = builders.BuildContext(4, trained=code)
   queries = jnp.asarray(rng.uniform(-1, 1, size=(4, 8, 8, 1)), jnp.float32)
   want = deployment.Deployment.learned("at 6", code)(queries, jnp.ones(6, bool)).values
   for s in (0, 1, 2, 3):
@@ -316,6 +318,6 @@ def test_a_learned_code_is_redeployed_at_k_plus_s(rng):
   small = learned.PolynomialCode.create(2, 6, (8, 8, 1), 10, encoder_degree=2,
                                         worker_features=(4,), worker_out=8, head_hidden=0,
                                         rngs=nnx.Rngs(0))  # R = 5 > K + S for S < 3
-  assert kind.build(entry, 1, registry.BuildContext(2, trained=small)) is None
+  assert kind.build(entry, 1, builders.BuildContext(2, trained=small)) is None
   with pytest.raises(ValueError, match="deploy_at must be"):
     kind.sized_for(ml_collections.ConfigDict(dict(kind="learned", deploy_at="everywhere")))

@@ -107,7 +107,7 @@ def test_load_fashion_mnist_from_debian():
   assert test.images.shape == (10000, 28, 28, 1) and test.labels.dtype == np.int32
   assert (train.num_classes, train.name) == (10, "fashion_mnist")
   assert (train.split, test.split) == ("train", "test")
-  # NORMALISATION holds the train split's statistics.
+  # The spec's mean and std hold the train split's statistics.
   assert abs(float(train.images.mean(dtype=np.float64))) < 1e-4
   assert abs(float(train.images.std(dtype=np.float64)) - 1.0) < 1e-4
   # Independent reference: read the gzip by hand (labels offset 8, images 16).
@@ -116,7 +116,8 @@ def test_load_fashion_mnist_from_debian():
   with gzip.open(os.path.join(data.DEBIAN_FASHION_MNIST_DIR, "train-images-idx3-ubyte.gz")) as f:
     first = np.frombuffer(f.read(16 + 2 * 784), np.uint8, offset=16).reshape(2, 28, 28, 1)
   np.testing.assert_array_equal(train.labels, labels)
-  mean, std = data.NORMALISATION["fashion_mnist"]
+  spec = data.dataset_spec("fashion_mnist")
+  mean, std = spec.mean, spec.std
   expected = (first / 255.0 - mean[0]) / std[0]
   np.testing.assert_allclose(train.images[:2], expected, rtol=1e-5, atol=1e-5)
   # A seed permutes the examples and nothing else.
@@ -224,14 +225,15 @@ def test_digits_splits():
   assert train.num_classes == 10 and train.image_shape == (8, 8, 1) and len(test) == 360
   # Together the splits are exactly sklearn's 1797 digits, each once.
   raw_images, raw_labels = _raw_digits()
-  mean, std = data.NORMALISATION["digits"]
+  spec = data.dataset_spec("digits")
+  mean, std = spec.mean, spec.std
   both = np.concatenate([train.images, test.images])
   pixels = (both * std[0] + mean[0]) * 16.0  # Undo the normalisation: integers 0..16.
   np.testing.assert_allclose(pixels, np.round(pixels), atol=1e-4)
   pixels = np.round(pixels).astype(np.uint8)
   labels = np.concatenate([train.labels, test.labels])
   assert _row_keys(pixels, labels) == _row_keys(raw_images[..., None].astype(np.uint8), raw_labels)
-  # NORMALISATION holds the train split's statistics.
+  # The spec's mean and std hold the train split's statistics.
   assert abs(float(train.images.mean(dtype=np.float64))) < 1e-5
   assert abs(float(train.images.std(dtype=np.float64)) - 1.0) < 1e-5
   # Every class is present in the test split.
@@ -398,7 +400,7 @@ def test_tfds_path_with_fake_tfds(monkeypatch, rng, tmp_path):
       ("download_and_prepare", None, None),
       ("as_dataset", "test", -1),
   ]
-  mean, std = (np.asarray(v) for v in data.NORMALISATION["cifar10"])
+  mean, std = (np.asarray(v) for v in (data.dataset_spec("cifar10").mean, data.dataset_spec("cifar10").std))
   expected = (arrays["test"]["image"] / 255.0 - mean) / std
   np.testing.assert_allclose(ds.images, expected, rtol=1e-5, atol=1e-5)
   assert ds.images.dtype == np.float32 and ds.labels.dtype == np.int32

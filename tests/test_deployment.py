@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from jaxcoded import data, deployment, queries as queries_lib, schemes, workers
+from jaxcoded import data, deployment, schemes, workers
 from jaxcoded.schemes import learned
 
 
@@ -16,7 +16,7 @@ def _linear(rng, features=6, classes=4):
 
 
 def _queries(rng, shape, dtype=jnp.float64):
-  """Queries inside the normalised-image range (the default range check accepts them)."""
+  """Queries in [-1, 1] (the default deployment has no range check)."""
   return jnp.asarray(rng.uniform(-1.0, 1.0, size=shape), dtype)
 
 
@@ -134,32 +134,38 @@ def test_bad_roles_and_workers_are_refused(rng):
 
 def test_out_of_range_query_is_refused_and_named(rng):
   fn, params = _linear(rng)
-  served = deployment.Deployment.homogeneous("Berrut", schemes.BerrutCode.create(3, 1), fn, params)
-  queries = np.asarray(_queries(rng, (3, 6)))
+  served = deployment.Deployment.homogeneous("Berrut", schemes.BerrutCode.create(3, 1), fn, params,
+                                             query_range=data.query_spec("fashion_mnist"))
+  low, high = data.value_range("fashion_mnist")
+  queries = rng.uniform(low / 2, high / 2, size=(3, 6))  # well inside the dataset's range
   raw = queries.copy()
   raw[1] = rng.integers(0, 256, size=6)  # raw pixels among normalised mates
   mask = jnp.ones(4, bool)
   with pytest.raises(ValueError, match=r"query 1 has values in .* outside the expected range"):
     served(raw, mask)
   with pytest.raises(ValueError, match=r"query 1 .*outside"):
-    served.scheme(fn, params, raw, mask)
+    served.scheme(fn, params, raw, mask, query_range=data.query_spec("fashion_mnist"))
   with pytest.raises(ValueError, match="float"):
     served(raw.astype(np.uint8), mask)
   nan = queries.copy()
   nan[2, 0] = np.nan
   with pytest.raises(ValueError, match="finite"):
     served(nan, mask)
-  # Data that are not images: the range check is the caller's to waive.
-  free = deployment.Deployment.homogeneous("free", served.scheme, fn, params, query_range=None)
+  # Without a spec (the default) any real-valued data pass: integers too.
+  free = deployment.Deployment.homogeneous("free", served.scheme, fn, params)
   assert np.all(free(raw, mask).answered)
+  assert np.all(free(raw.astype(np.int32), mask).answered)
+  assert np.all(served.scheme(fn, params, raw, mask).answered)
 
 
 def test_dataset_range_is_exactly_what_load_produces():
   test = data.load("digits", "test", seed=None)
-  low, high = queries_lib.value_range("digits")
+  low, high = data.value_range("digits")
   assert low <= test.images.min() and test.images.max() <= high
   assert test.images.min() - low < 0.01 and high - test.images.max() < 0.01
-  assert queries_lib.value_range("digits")[1] < queries_lib.NORMALISED_RANGE[1]
+  assert data.value_range("digits")[1] < data.value_range("fashion_mnist")[1]
+  spec = data.query_spec("digits")
+  assert (spec.low, spec.high, spec.float_only) == (low, high, True)
   raw = np.arange(17, dtype=np.float32).reshape(1, 17, 1, 1)
   normalised = data.normalise("digits", raw)
   assert low <= normalised.min() and normalised.max() <= high
@@ -180,3 +186,50 @@ def test_a_raw_query_would_have_corrupted_its_mates(rng):
   spoiled = served(raw, jnp.ones(5, bool).at[2].set(False)).values
   moved = np.abs(np.asarray(spoiled[:3]) - np.asarray(clean[:3])).max(axis=1)
   assert np.all(moved > 1.0)  # every other query's answer is off by far more than its scale
+
+
+# ---------------------------------------------------------------------------
+# No image assumptions: any real-valued data by default, one verdict eagerly and under jit.
+
+
+def _tanh_mlp(w, x):
+  return jnp.tanh(w @ x)
+
+
+def test_standard_normal_vectors_pass_by_default(rng):
+  """The failing case of issue 22: f(W, x) = tanh(W x) on standard-normal vectors, K = 5, S = 2."""
+  k, s, d = 5, 2, 7
+  w = rng.normal(size=(3, d)).astype(np.float32)
+  x = (4 * rng.normal(size=(k, d))).astype(np.float32)  # values far outside any image range
+  code = schemes.BerrutCode.create(k, s)
+  mask = np.ones(k + s, bool)
+  mask[[1, 4]] = False
+  eager = code(_tanh_mlp, w, x, mask)
+  jitted = jax.jit(lambda x, m: code(_tanh_mlp, w, x, m))(x, mask)
+  np.testing.assert_allclose(eager.values, jitted.values, rtol=1e-5, atol=1e-6)
+  assert eager.values.shape == (k, 3) and bool(eager.answered.all())
+
+
+def test_value_checks_give_one_verdict_eagerly_and_under_jit(rng):
+  code = schemes.BerrutCode.create(3, 1)
+  served = deployment.Deployment.homogeneous("B", code, _tanh_mlp, np.eye(2, dtype=np.float32),
+                                             query_range=(-1.0, 1.0))
+  bad = np.full((3, 2), 5.0, np.float32)
+  mask = np.ones(4, bool)
+  with pytest.raises(ValueError, match="outside the expected range"):
+    served(bad, mask)
+  with pytest.raises(ValueError, match="need concrete queries, but these are traced"):
+    jax.jit(served)(bad, mask)
+  good = np.zeros((3, 2), np.float32)
+  with pytest.raises(ValueError, match="traced"):  # the same verdict for good data: refused under jit
+    jax.jit(served)(good, mask)
+  assert bool(served(good, mask).answered.all())
+
+
+def test_integer_queries_are_accepted_by_scheme_and_deployment_alike(rng):
+  code = schemes.BerrutCode.create(3, 1)
+  queries = rng.integers(-5, 5, size=(3, 2)).astype(np.int32)
+  mask = np.ones(4, bool)
+  served = deployment.Deployment.homogeneous("B", code, lambda w, x: w @ x, np.eye(2, dtype=np.float32))
+  direct = code(lambda w, x: w @ x, np.eye(2, dtype=np.float32), queries, mask)
+  np.testing.assert_allclose(served(queries, mask).values, direct.values)

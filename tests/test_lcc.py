@@ -1,6 +1,5 @@
 """Lagrange Coded Computing: exact for polynomial workers from any R of N."""
 
-import itertools
 
 import jax
 import jax.numpy as jnp
@@ -41,7 +40,8 @@ def test_exact_from_every_recovery_subset(rng, num_queries, num_stragglers, degr
   assert decoded.values.shape == (len(masks), num_queries, 4)
   assert bool(jnp.all(decoded.answered))
   scale = np.abs(expected).max()
-  np.testing.assert_allclose(decoded.values, np.broadcast_to(expected, decoded.values.shape), atol=1e-9 * scale, rtol=1e-9)
+  np.testing.assert_allclose(decoded.values, np.broadcast_to(expected, decoded.values.shape),
+                             atol=1e-9 * scale, rtol=1e-9)
 
 
 def test_more_than_threshold_gives_same_answer(rng):

@@ -1,6 +1,5 @@
 """Learned codes: exact threshold, designs A and B, deploy-time N, masking."""
 
-import itertools
 
 import jax
 import jax.numpy as jnp
@@ -8,7 +7,7 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from jaxcoded import coders, deployment, models, stragglers, workers
+from jaxcoded import deployment, models, stragglers, workers
 from jaxcoded.schemes import learned
 
 # Float32 agreement of decoded logits across recovery subsets, relative to the

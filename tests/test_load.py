@@ -2,6 +2,8 @@
 
 import math
 
+import jax
+import jax.numpy as jnp
 import pytest
 from flax import nnx
 
@@ -45,3 +47,18 @@ def test_budget_check(code):
     load.check_master_budget(small_base, 0.1)
   with pytest.raises(ValueError, match="design"):
     load.code_load(code, "C", 1e6)
+
+
+def test_master_load_counts_the_decoders_loops(code):
+  # The decode's least-squares fit runs one Householder step per column of
+  # the design (a fori_loop): code_load counts every step, XLA alone one.
+  n, k = code.num_workers, code.num_queries
+  outputs = jax.ShapeDtypeStruct((n, 12), jnp.float32)
+  mask = jax.ShapeDtypeStruct((n,), jnp.bool_)
+  queries = jax.ShapeDtypeStruct((k, 8, 8, 1), jnp.float32)
+  decode = lambda y, m: code.decode(y, m).values  # noqa: E731
+  full = load.xla_flops(code.encode, queries) + load.xla_flops(decode, outputs, mask)
+  once = (load.xla_flops(code.encode, queries, count_loops=False)
+          + load.xla_flops(decode, outputs, mask, count_loops=False))
+  a = load.code_load(code, "A", 1e6)
+  assert a.master.flops == full > once

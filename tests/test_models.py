@@ -82,12 +82,12 @@ def test_resnet18_shapes_without_allocating():
 
 
 def test_create_rejects_bad_arguments():
-  with pytest.raises(ValueError, match="known models: digits_mlp, digits_cnn, lenet5, resnet18"):
+  with pytest.raises(ValueError, match="known models: mlp, digits_mlp, digits_cnn, lenet5, resnet18"):
     models.create("vgg", rngs=nnx.Rngs(0))
   with pytest.raises(ValueError, match="num_classes"):
     models.create("lenet5", num_classes=0, rngs=nnx.Rngs(0))
   model = _model("lenet5")
-  with pytest.raises(ValueError, match=r"lenet5 expects images of shape \(B, 28, 28, 1\)"):
+  with pytest.raises(ValueError, match=r"lenet5 expects inputs of shape \(B, 28, 28, 1\)"):
     model(np.zeros((2, 8, 8, 1), np.float32))
 
 

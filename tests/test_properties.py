@@ -195,7 +195,6 @@ def test_lcc_is_exact_on_every_recovery_subset(case, seed):
   num_queries, degree, num_stragglers, dtype = case
   rng = np.random.default_rng(seed)
   code = LagrangeCode.create(num_queries, num_stragglers, degree, dtype=dtype)
-  f = _polynomial_worker(degree)
   params = (rng.normal(size=(3, 4)).astype(dtype) / 2, rng.normal(size=degree).astype(dtype))
   queries = rng.normal(size=(num_queries, 4)).astype(dtype)
   masks_ = np.stack(

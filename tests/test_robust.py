@@ -21,8 +21,6 @@ same float32 computation with the corrupted workers masked out.
 
 from __future__ import annotations
 
-import functools
-
 import jax
 import jax.numpy as jnp
 import numpy as np

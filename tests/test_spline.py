@@ -30,7 +30,8 @@ from jax.test_util import check_grads
 from scipy.interpolate import CubicSpline, make_smoothing_spline
 
 from jaxcoded import interp, stragglers, workers
-from jaxcoded.schemes import berrut, registry, spline
+from jaxcoded.comparison import builders, spline_fit
+from jaxcoded.schemes import berrut, spline
 
 DTYPES = (np.float32, np.float64)
 SMOOTHINGS = (0.0, 1e-5, 1e-3, 1e-1, 10.0, np.inf)
@@ -310,7 +311,7 @@ def test_sizes_and_default_points():
     assert (code.num_queries, code.num_workers, code.recovery_threshold) == (k, k + s, k)
     np.testing.assert_array_equal(code.worker_points, reference.worker_points)
     np.testing.assert_array_equal(code.data_points, reference.data_points)
-  assert registry.get("spline").scheme_class is spline.SplineCode
+  assert builders.get("spline").sized and "spline" in builders.kinds()
 
 
 def test_float32_code_stays_float32(rng):
@@ -448,7 +449,7 @@ def test_fit_smoothing_returns_the_grid_minimum(rng):
   images = rng.normal(size=(4 * 12 + 3, 5))
   grid = (0.0, 1e-3, 1e-1, 10.0)
   key = jax.random.key(3)
-  fit = spline.fit_smoothing(tanh_worker, params, images, k, s, grid=grid, num_masks=4, key=key)
+  fit = spline_fit.fit_smoothing(tanh_worker, params, images, k, s, grid=grid, num_masks=4, key=key)
   assert fit.rmse_grid.shape == (4, 4) and np.all(np.isfinite(fit.rmse_grid))
   np.testing.assert_array_equal(fit.grid, grid)
   assert fit.rmse == fit.rmse_grid.min()
@@ -464,6 +465,6 @@ def test_fit_smoothing_returns_the_grid_minimum(rng):
   errors = decoded - np.tanh(groups @ params.T)[:, None]
   np.testing.assert_allclose(np.sqrt(np.mean(np.square(errors))), fit.rmse, rtol=1e-9)
   with pytest.raises(ValueError, match="grid"):
-    spline.fit_smoothing(tanh_worker, params, images, k, s, grid=(-1.0,), key=key)
+    spline_fit.fit_smoothing(tanh_worker, params, images, k, s, grid=(-1.0,), key=key)
   with pytest.raises(ValueError, match="at least K"):
-    spline.fit_smoothing(tanh_worker, params, images[:3], k, s, key=key)
+    spline_fit.fit_smoothing(tanh_worker, params, images[:3], k, s, key=key)

@@ -11,7 +11,8 @@ from flax import nnx
 
 from configs import coder_digits
 from jaxcoded import deployment, load, models, training
-from jaxcoded.schemes import learned, registry, systematic
+from jaxcoded.comparison import builders
+from jaxcoded.schemes import learned, systematic
 
 
 def cast(module, dtype):
@@ -172,10 +173,10 @@ def test_a_digits_run_trains_the_coders_and_not_f(tmp_path):
 
 def test_the_harness_redeploys_it_at_k_plus_s(rng):
   code = systematic_code(rng, dtype=jnp.float32)
-  kind = registry.get("learned_systematic")
+  kind = builders.get("learned_systematic")
   entry = ml_collections.ConfigDict(dict(kind="learned_systematic", deploy_at="k_plus_s"))
   assert kind.sized_for(entry) and kind.trains == "coder"
-  ctx = registry.BuildContext(4, trained=code)
+  ctx = builders.BuildContext(4, trained=code)
   for s in (1, 2, 3):
     scheme, tasks, roles = kind.build(entry, s, ctx)
     assert scheme.num_workers == 4 + s and len(roles) == 4 + s
@@ -183,7 +184,7 @@ def test_the_harness_redeploys_it_at_k_plus_s(rng):
   scheme, _, _ = kind.build(ml_collections.ConfigDict(dict(kind="learned_systematic")), 1, ctx)
   assert scheme.num_workers == 7
   with pytest.raises(ValueError, match="LearnedSystematicCode"):
-    kind.build(entry, 1, registry.BuildContext(5, trained=code))
+    kind.build(entry, 1, builders.BuildContext(5, trained=code))
 
 
 def test_bad_sizes_are_refused(rng):

@@ -326,7 +326,7 @@ def test_configs_build_and_state_their_command(name):
   assert f"--config configs/{name}.py" in module.__doc__
   config = module.get_config()
   training.make_optimizer(config)
-  assert config.model in models.MODELS and config.dataset in data.DATASETS
+  assert config.model in models.MODELS and config.dataset in data.datasets()
   assert tuple(models.INPUT_SHAPES[config.model])  # a known input shape
 
 

@@ -25,7 +25,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.typing import ArrayLike
 
-from jaxcoded import adversaries, deployment, load, workers
+from jaxcoded import adversaries, deployment, distributed, load, workers
 
 __all__ = [
     "SchemeMetrics",
@@ -134,13 +134,18 @@ def worker_outputs(
   """(G, K, ...) groups -> (G, N, ...) outputs of every worker (nobody straggles).
 
   Worker outputs do not depend on the mask, so a comparison computes them
-  once per deployment and decodes every mask from them.
+  once per deployment and decodes every mask from them. With a mesh that
+  spans several processes (``jaxcoded.distributed``) the workers run on the
+  devices of all of them, and every process gets the whole result back as a
+  plain array of its own.
   """
 
   @jax.jit
   def run(groups):
     return jax.lax.map(lambda g: served.outputs(g, mesh=mesh), groups)
 
+  if mesh is not None and distributed.is_multiprocess():
+    return distributed.local(run(distributed.replicate(groups, mesh)))
   return run(groups)
 
 

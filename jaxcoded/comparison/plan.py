@@ -2,7 +2,7 @@
 
 A comparison config (``configs/eval_digits.py`` documents the fields) lists
 schemes by name; each entry names a registered kind
-(``jaxcoded.schemes.registry``) and its options. :func:`plan_runs` turns them
+(``jaxcoded.comparison.builders``) and its options. :func:`plan_runs` turns them
 into (name, deployment, S values) batches: a sized kind is a different
 deployment at each S, a fixed one is evaluated at every S below its N in one
 batch.
@@ -18,8 +18,8 @@ import jax
 import ml_collections
 import numpy as np
 
-from jaxcoded import adversaries, deployment, validation, workers
-from jaxcoded.schemes import base, registry
+from jaxcoded import adversaries, deployment, distributed
+from jaxcoded.comparison import builders
 
 __all__ = [
     "Run",
@@ -47,9 +47,9 @@ def add_scheme(
 
   ``options`` are the entry's fields (``config=`` for a trained part's training config).
   """
-  if kind not in registry.kinds():
+  if kind not in builders.kinds():
     raise ValueError(
-        f"add_scheme({name!r}): kind must be one of {registry.kinds()}, got {kind!r}."
+        f"add_scheme({name!r}): kind must be one of {builders.kinds()}, got {kind!r}."
     )
   if "schemes" not in comparison:
     comparison.schemes = ml_collections.ConfigDict()
@@ -76,19 +76,19 @@ def check_config(config: ml_collections.ConfigDict) -> None:
   stragglers = list(config.stragglers)
   if not stragglers or any(not is_int(s) or s < 0 for s in stragglers):
     raise ValueError(f"config.stragglers must be integers >= 0, got {stragglers!r}.")
-  workers.mesh_for_config(config.get("mesh_devices"))
+  distributed.mesh_for_config(config.get("mesh_devices"))
   held_out = config.get("held_out_images")
   if held_out is not None and (not is_int(held_out) or held_out < 1):
     raise ValueError(f"config.held_out_images must be an integer >= 1, got {held_out!r}.")
   if not config.schemes:
     raise ValueError("config.schemes is empty: nothing to compare.")
   for name, entry in config.schemes.items():
-    if entry.get("kind") not in registry.kinds():
+    if entry.get("kind") not in builders.kinds():
       raise ValueError(
-          f"Scheme {name!r}: kind must be one of {registry.kinds()}, got {entry.get('kind')!r}."
+          f"Scheme {name!r}: kind must be one of {builders.kinds()}, got {entry.get('kind')!r}."
       )
     try:
-      registry.get(entry.kind).check(entry, config.num_queries, stragglers)
+      builders.get(entry.kind).check(entry, config.num_queries, stragglers)
     except ValueError as error:
       raise ValueError(f"Scheme {name!r}: {error}") from error
     if entry.get("adversary") not in (None, *adversaries.MODELS):
@@ -99,7 +99,7 @@ def check_config(config: ml_collections.ConfigDict) -> None:
 
 def plan_runs(
     config: ml_collections.ConfigDict,
-    context: Callable[[str, ml_collections.ConfigDict], registry.BuildContext],
+    context: Callable[[str, ml_collections.ConfigDict], builders.BuildContext],
     query_range: tuple[float, float] | None,
 ) -> list[Run]:
   """The evaluation batches of a comparison, in table order.
@@ -113,7 +113,7 @@ def plan_runs(
   runs = []
   for name in scheme_names(config):
     entry = config.schemes[name]
-    kind = registry.get(entry.kind)
+    kind = builders.get(entry.kind)
     ctx = context(name, entry)
     if kind.sized_for(entry):
       for s in config.stragglers:
@@ -151,7 +151,7 @@ def check_budgets(name: str, entry: ml_collections.ConfigDict, load: dict[str, f
 
 def deadline_design_stragglers(entry: ml_collections.ConfigDict, config) -> int:
   """The S at which a scheme meets the deadline masks (fixed-N schemes: the first S)."""
-  if registry.get(entry.kind).sized_for(entry):
+  if builders.get(entry.kind).sized_for(entry):
     return config.masks.deadline.get("design_stragglers", 1)
   return list(config.stragglers)[0]
 

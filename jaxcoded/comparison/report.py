@@ -24,10 +24,10 @@ def markdown_table(header: list[str], rows: list[list[Any]]) -> str:
 
 def versions() -> dict[str, str]:
   """The software and machine a result was measured with."""
-  import flax  # pylint: disable=g-import-not-at-top
-  import optax  # pylint: disable=g-import-not-at-top
+  import flax
+  import optax
 
-  import jaxcoded  # pylint: disable=g-import-not-at-top
+  import jaxcoded
 
   return dict(jaxcoded=jaxcoded.__version__, jax=jax.__version__, flax=flax.__version__,
               optax=optax.__version__, numpy=np.__version__, python=platform.python_version(),

@@ -18,6 +18,14 @@
 Scoring is ``comparison.metrics.evaluate_deployment``; reports and plots are
 ``comparison.report`` and ``comparison.plots``. With ``config.mesh_devices >
 1`` the worker pass runs under ``shard_map`` over a device mesh.
+
+In a multi-process job (``jaxcoded.distributed``; ``eval/evaluate.py
+--distributed``) the comparison is one job: trained parts are trained over the
+devices of every process, the worker pass is shard_mapped over a mesh that
+spans them (``mesh_devices`` of them, an equal share of each process's), the
+decoding of the masks runs on each process's copy of the worker outputs (the
+same in every process), and process 0 alone writes
+``results.json``, ``results.md``, ``masks.npz`` and the plots.
 """
 
 from __future__ import annotations
@@ -34,11 +42,11 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from jaxcoded import data, models, queries, stragglers, training, workers
+from jaxcoded import data, distributed, models, stragglers, training
+from jaxcoded.comparison import builders, metrics, plan, plots, report
 from jaxcoded.comparison import masks as masks_lib
-from jaxcoded.comparison import metrics, plan, plots, report
 from jaxcoded.comparison import trained as trained_lib
-from jaxcoded.schemes import base, registry
+from jaxcoded.schemes import base
 
 __all__ = ["run_comparison"]
 
@@ -87,19 +95,21 @@ def run_comparison(
   base_on_groups = float(jnp.mean(base_predictions == group_labels))
   log(f"base classifier: test accuracy {base_accuracy:.4f} ({len(test.labels)} images); "
       f"{groups.shape[0]} groups of K = {k}")
-  base_flops = models.flops_per_example(base_config.model, tuple(test.image_shape))
+  base_flops = models.flops_per_example(base_config.model, tuple(test.input_shape),
+                                        model_kwargs=base_config.get("model_kwargs"),
+                                        num_classes=test.num_classes)
 
   parts = trained_lib.TrainedParts(workdir, k, base_config, base_workdir, log)
   base_task = base.WorkerTask(classify, base_params)
 
   def context(name, entry):
-    return registry.BuildContext(k, base_task, test.num_classes, train_labels,
+    return builders.BuildContext(k, base_task, test.num_classes, train_labels,
                                  trained=parts.get(name, entry), held_out_images=held_out,
                                  seed=config.seed)
 
   bank = masks_lib.MaskBank(config.seed, config.masks.num_random, config.masks.exhaustive_limit)
-  mesh = workers.mesh_for_config(config.get("mesh_devices"))
-  runs = plan.plan_runs(config, context, queries.value_range(config.dataset))
+  mesh = distributed.mesh_for_config(config.get("mesh_devices"))
+  runs = plan.plan_runs(config, context, data.query_spec(config.dataset))
   deadline = config.masks.get("deadline")
   deadline_model = _deadline_model(deadline) if deadline and deadline.num_masks else None
   records, deadline_records = [], []
@@ -148,7 +158,6 @@ def run_comparison(
           masks_kind="all" if len(masks) == math.comb(sizes.num_workers, s) else "random",
           worst_mask_stragglers=np.flatnonzero(~worst).tolist(), **common,
       ))
-  np.savez_compressed(workdir / "masks.npz", **bank.arrays())
   results = dict(
       config=config.to_dict(), versions=report.versions(), seed=config.seed,
       base=dict(model=base_config.model, workdir=str(base_workdir), accuracy=base_accuracy,
@@ -157,12 +166,14 @@ def run_comparison(
       deadline=deadline_records, seconds=time.time() - started,
       deadline_model=deadline.get("model", "shifted_exponential") if deadline else None,
   )
-  (workdir / "results.json").write_text(json.dumps(results, indent=2, default=report.jsonable))
-  (workdir / "results.md").write_text(report.format_results(results))
-  results["plots"] = plots.write_comparison_plots(results, workdir)
-  (workdir / "results.json").write_text(json.dumps(results, indent=2, default=report.jsonable))
-  log(f"wrote {workdir / 'results.json'}, results.md and {len(results['plots'])} plots "
-      f"in {results['seconds']:.0f} s")
+  if distributed.is_main():  # one writer; every process returns the same results
+    np.savez_compressed(workdir / "masks.npz", **bank.arrays())
+    (workdir / "results.md").write_text(report.format_results(results))
+    results["plots"] = plots.write_comparison_plots(results, workdir)
+    (workdir / "results.json").write_text(json.dumps(results, indent=2, default=report.jsonable))
+    log(f"wrote {workdir / 'results.json'}, results.md and {len(results['plots'])} plots "
+        f"in {results['seconds']:.0f} s")
+  distributed.barrier(f"comparison {workdir} written")
   return results
 
 
@@ -190,7 +201,7 @@ def _progress(items, enabled):
   if not enabled:
     return items
   try:
-    from tqdm import auto as tqdm  # pylint: disable=g-import-not-at-top
+    from tqdm import auto as tqdm
   except ImportError:  # pragma: no cover
     return items
   return tqdm.tqdm(items, unit="run", leave=False)

@@ -18,7 +18,7 @@ import ml_collections
 from flax import nnx
 
 from jaxcoded import training
-from jaxcoded.schemes import registry
+from jaxcoded.comparison import builders
 
 __all__ = ["TrainedParts", "base_classifier"]
 
@@ -80,7 +80,7 @@ class TrainedParts:
         the run as it is, from its latest checkpoint (FileNotFoundError where
         there is none).
     """
-    kind = registry.get(entry.kind)
+    kind = builders.get(entry.kind)
     if kind.trains is None:
       return None
     if name not in self._parts:

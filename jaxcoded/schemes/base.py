@@ -10,32 +10,53 @@ from the outputs of the workers that returned (a boolean mask of length N):
 A scheme also states its sizes (K queries, N workers, recovery threshold R,
 S = N - R stragglers tolerated) and its capabilities (``min_returns``,
 ``has_fallback``, ``locates_errors``, ``home_workers``, ``worker_tasks``);
-``jaxcoded.schemes.registry`` builds schemes by name from a config. The one
-pipeline that runs a scheme is ``jaxcoded.deployment.Deployment``
-(docs/design.md, section "The pipeline").
+A scheme is the maths alone: building one from an experiment config is the
+comparison layer's job (``jaxcoded.comparison.builders``). The one pipeline
+that runs a scheme is ``jaxcoded.deployment.Deployment`` (docs/design.md,
+section "The pipeline").
+
+Queries and worker outputs may be any pytree whose leaves share the leading
+axis (K for queries, N for outputs): ``encode`` and ``decode`` map over the
+leaves and keep the structure, and a NaN or inf in any leaf of a worker's
+output erases that worker for the group.
+
+Example:
+  >>> import jax
+  >>> import jax.numpy as jnp
+  >>> from jaxcoded import schemes
+  >>> code = schemes.BerrutCode.create(3, 1)             # K = 3, S = 1: N = 4
+  >>> coded = code.encode({"a": jnp.ones((3, 2)), "b": jnp.zeros((3,))})
+  >>> jax.tree.map(jnp.shape, coded)
+  {'a': (4, 2), 'b': (4,)}
+  >>> decoded = code.decode(coded, jnp.array([True, False, True, True]))
+  >>> decoded.answered.tolist()
+  [True, True, True]
 """
 
 from __future__ import annotations
 
 import abc
-from typing import Any, Callable, ClassVar, NamedTuple
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 from jax.typing import ArrayLike
 
+from jaxcoded import deployment, validation, workers
 from jaxcoded import queries as queries_lib
-from jaxcoded import validation, workers
 
-WorkerFn = Callable[[Any, jax.Array], jax.Array]
+WorkerFn = workers.WorkerFn
+WorkerTask = workers.WorkerTask
+PyTree = Any
 
 
 class Decoded(NamedTuple):
   """What the master recovers for one group.
 
   Attributes:
-    values: (K, ...) decoded outputs (e.g. logits); zeros where unanswered.
+    values: (K, ...) decoded outputs (e.g. logits), or a pytree of them with
+      the structure of the worker outputs; zeros where unanswered.
     answered: (K,) bool, False for queries the scheme could not answer
       (an uncoded query whose worker straggled, for instance).
   """
@@ -83,33 +104,46 @@ def k_plus_s_sizes(num_queries: int, num_stragglers: int) -> SchemeSizes:
   return SchemeSizes(num_queries, num_queries + num_stragglers, num_queries)
 
 
-class WorkerTask(NamedTuple):
-  """What one kind of worker computes: ``fn(params, x)`` on one coded input x.
+def _join(leaves: list[jax.Array]) -> tuple[jax.Array, Any]:
+  """Leaves (N, ...) -> one (N, P) array of their common dtype, and the map back.
 
-  ``reads_queries`` marks a design-B worker (docs/learned_codes.md): it also
-  reads the group's K queries from shared storage and is called as
-  ``fn(params, x, queries)``, x being its evaluation point b_n.
+  The map takes (T, P) values to the leaves' structure with leading axis T,
+  each leaf in its own dtype again.
   """
+  dtype = jnp.result_type(*leaves)
+  flat = [leaf.reshape(leaf.shape[0], -1).astype(dtype) for leaf in leaves]
+  widths = [f.shape[1] for f in flat]
+  cuts = np.cumsum(widths)[:-1].tolist()
 
-  fn: WorkerFn
-  params: Any
-  reads_queries: bool = False
+  def split(values: jax.Array) -> list[jax.Array]:
+    pieces = jnp.split(values, cuts, axis=1)
+    return [
+        piece.reshape((values.shape[0],) + leaf.shape[1:]).astype(
+            leaf.dtype if jnp.issubdtype(leaf.dtype, jnp.inexact) else piece.dtype)
+        for piece, leaf in zip(pieces, leaves)
+    ]
 
-  def run(self, x: ArrayLike, queries: ArrayLike | None = None) -> jax.Array:
-    if self.reads_queries:
-      return self.fn(self.params, x, queries)
-    return self.fn(self.params, x)
+  return jnp.concatenate(flat, axis=1), split
 
 
 class Scheme(abc.ABC):
-  """Base class of every code.
+  """Base class of every code: sizes, encode, decode (and locate, where a code locates errors).
 
-  Subclasses implement ``sizes``, ``encode`` and ``_decode``; the public
-  :meth:`decode` checks the mask and erases non-finite rows first, so every
-  decoder shares one erasure rule. The remaining methods and properties
-  describe what a scheme can do, with defaults that subclasses override:
-  the harness, the service and the evaluators ask them, never the class.
+  Subclasses implement ``sizes``, ``_encode`` and ``_decode`` for ONE array
+  (leading axis K, respectively N). The public :meth:`encode` and
+  :meth:`decode` take pytrees: they check the shapes and the mask, erase
+  non-finite outputs, and map the array methods over the leaves, so every
+  scheme shares one erasure rule and one pytree rule. A scheme whose decoding
+  reads all outputs together (error location) sets ``joint_decoding``: its
+  leaves are decoded as one (N, P) array of their common dtype.
+
+  The remaining methods and properties describe what a scheme can do, with
+  defaults that subclasses override: the harness, the service and the
+  evaluators ask them, never the class.
   """
+
+  # Decode all leaves of a pytree as one array (codes that locate wrong outputs).
+  joint_decoding = False
 
   @property
   @abc.abstractmethod
@@ -178,27 +212,6 @@ class Scheme(abc.ABC):
       raise ValueError(f"{type(self).__name__}: its workers run the base classifier; pass it.")
     return (base_task,), (0,) * self.num_workers
 
-  # -- building from a config entry (``jaxcoded.schemes.registry``) ---------------------
-
-  # Fields of a config entry passed on to ``create`` by the default from_config.
-  config_options: ClassVar[tuple[str, ...]] = ()
-
-  @classmethod
-  def options_of(cls, entry) -> dict[str, Any]:
-    """The entry's fields that ``create`` takes (``config_options``)."""
-    return {name: entry[name] for name in cls.config_options if entry.get(name) is not None}
-
-  @classmethod
-  def from_config(cls, entry, num_stragglers: int, ctx) -> tuple["Scheme", tuple, tuple]:
-    """(scheme, worker tasks, roles) for a config entry at S stragglers.
-
-    The default suits a sized, fixed code around the base classifier:
-    ``create(K, S, **options)``, every worker running f. Kinds with a
-    trained part or a fixed N override it.
-    """
-    scheme = cls.create(ctx.num_queries, num_stragglers, **cls.options_of(entry))
-    return (scheme, *scheme.worker_tasks(ctx.base_task))
-
   def settings(self) -> dict[str, Any]:
     """The scheme's chosen parameters, stored with its results (e.g. fitted smoothings).
 
@@ -206,63 +219,99 @@ class Scheme(abc.ABC):
     """
     return {}
 
-  @classmethod
-  def resized_by(cls, entry) -> bool:
-    """Whether a config entry asks for a new deployment at each S (fixed-N kinds: no)."""
-    del entry
-    return False
-
-  @classmethod
-  def check_config(cls, entry, num_queries: int, stragglers) -> None:
-    """Raises ValueError for an entry that cannot be built at the largest S."""
-    if hasattr(cls, "sizes_for"):
-      cls.sizes_for(num_queries, max(stragglers), **cls.options_of(entry))
-
   # -- the coding steps ---------------------------------------------------------------
 
-  @abc.abstractmethod
-  def encode(self, queries: ArrayLike) -> jax.Array:
-    """(K, ...) queries -> (N, ...) worker inputs."""
+  def encode(self, queries: PyTree) -> PyTree:
+    """(K, ...) queries -> (N, ...) worker inputs, leaf by leaf for a pytree.
 
-  def decode(self, outputs: ArrayLike, mask: ArrayLike) -> Decoded:
+    Args:
+      queries: an array with leading axis K, or a pytree of such arrays.
+
+    Returns:
+      The same structure with leading axis N.
+    """
+    self.check_queries(queries)
+    return jax.tree.map(lambda leaf: self._encode(jnp.asarray(leaf)), queries)
+
+  @abc.abstractmethod
+  def _encode(self, queries: jax.Array) -> jax.Array:
+    """(K, ...) one array of queries -> (N, ...) worker inputs."""
+
+  def decode(self, outputs: PyTree, mask: ArrayLike) -> Decoded:
     """(N, ...) worker outputs and (N,) availability -> K decoded outputs.
 
-    A row holding NaN or inf is an erasure (``workers.erase_nonfinite``): that
-    worker counts as a straggler for this group, so the decoder answers only
-    what it can still guarantee from the rest.
+    A worker whose output holds NaN or inf in any leaf is an erasure
+    (``workers.erase_nonfinite``): it counts as a straggler for this group, so
+    the decoder answers only what it can still guarantee from the rest.
+
+    Args:
+      outputs: an array with leading axis N, or a pytree of such arrays.
+      mask: (N,) bool, True where the worker returned.
+
+    Returns:
+      Decoded(values with the structure of ``outputs`` and leading axis K,
+      (K,) answered flags).
     """
     outputs, mask = self._erase(outputs, mask)
-    return self._decode(outputs, mask)
+    return self._decode_tree(outputs, mask)
 
-  def decode_and_locate(self, outputs: ArrayLike, mask: ArrayLike) -> tuple[Decoded, jax.Array]:
+  def decode_and_locate(self, outputs: PyTree, mask: ArrayLike) -> tuple[Decoded, jax.Array]:
     """(Decoded, (N,) bool rejected): decoding that also reports the outputs it dropped.
 
     Non-finite rows are erased first, as in :meth:`decode` (an erasure is a
     straggler: a NaN worker may be a broken honest one, so it spends none of a
     Byzantine code's error budget), and count as rejected; schemes with
-    ``locates_errors`` also find wrong finite outputs among the rest.
+    ``locates_errors`` also find wrong finite outputs among the rest (over
+    all leaves of a pytree together).
     """
     returned = self.check_mask(mask)
     outputs, mask = self._erase(outputs, returned)
-    decoded, rejected = self._decode_and_locate(outputs, mask)
-    return decoded, rejected | (returned & ~mask)  # erased rows are dropped outputs too  # erased rows are dropped outputs too
+    leaves, treedef = jax.tree.flatten(outputs)
+    if len(leaves) == 1:
+      decoded, rejected = self._decode_and_locate(leaves[0], mask)
+      values = [decoded.values]
+    else:
+      joined, split = _join(leaves)
+      decoded, rejected = self._decode_and_locate(joined, mask)
+      values = split(decoded.values)
+    decoded = Decoded(treedef.unflatten(values), decoded.answered)
+    return decoded, rejected | (returned & ~mask)  # erased rows are dropped outputs too
+
+  def _decode_tree(self, outputs: PyTree, mask: jax.Array) -> Decoded:
+    """Decodes a pytree of finite outputs: leaf by leaf, or joined (``joint_decoding``)."""
+    leaves, treedef = jax.tree.flatten(outputs)
+    if len(leaves) == 1:
+      decoded = self._decode(leaves[0], mask)
+      return Decoded(treedef.unflatten([decoded.values]), decoded.answered)
+    if self.joint_decoding:
+      joined, split = _join(leaves)
+      decoded = self._decode(joined, mask)
+      return Decoded(treedef.unflatten(split(decoded.values)), decoded.answered)
+    per_leaf = [self._decode(leaf, mask) for leaf in leaves]
+    answered = per_leaf[0].answered
+    for decoded in per_leaf[1:]:
+      answered = answered & decoded.answered
+    return Decoded(treedef.unflatten([d.values for d in per_leaf]), answered)
 
   @abc.abstractmethod
   def _decode(self, outputs: jax.Array, mask: jax.Array) -> Decoded:
-    """Decodes finite outputs; rows where ``mask`` is False are zero and must not be read."""
+    """Decodes one (N, ...) array of finite outputs; rows where ``mask`` is False are zero."""
 
   def _decode_and_locate(self, outputs: jax.Array, mask: jax.Array) -> tuple[Decoded, jax.Array]:
-    """(Decoded, located wrong outputs) from finite outputs; the default locates nothing."""
+    """(Decoded, located wrong outputs) from one array of finite outputs; default: none located."""
     return self._decode(outputs, mask), jnp.zeros((self.num_workers,), bool)
 
-  def _erase(self, outputs: ArrayLike, mask: ArrayLike) -> tuple[jax.Array, jax.Array]:
+  def _erase(self, outputs: PyTree, mask: ArrayLike) -> tuple[PyTree, jax.Array]:
     mask = self.check_mask(mask)
-    outputs = jnp.asarray(outputs)
-    if outputs.shape[:1] != (self.num_workers,):
-      raise ValueError(
-          f"{type(self).__name__}: outputs have shape {outputs.shape}, expected "
-          f"({self.num_workers}, ...): one row per worker."
-      )
+    outputs = jax.tree.map(jnp.asarray, outputs)
+    for leaf in jax.tree.leaves(outputs):
+      if leaf.shape[:1] != (self.num_workers,):
+        raise ValueError(
+            f"{type(self).__name__}: outputs have shape {leaf.shape}, expected "
+            f"({self.num_workers}, ...): one row per worker."
+        )
+    if not jax.tree.leaves(outputs):
+      raise ValueError(f"{type(self).__name__}: got no outputs (an empty pytree).")
     return workers.erase_nonfinite(outputs, mask)
 
   def check_mask(self, mask: ArrayLike) -> jax.Array:
@@ -273,84 +322,59 @@ class Scheme(abc.ABC):
     """
     return validation.as_mask(mask, self.num_workers, type(self).__name__)
 
-  def check_queries(self, queries: ArrayLike) -> None:
-    """Raises ValueError for queries that are not K numbers along the leading axis.
+  def check_queries(self, queries: PyTree) -> None:
+    """Raises ValueError for queries that are not K real numbers along the leading axis.
 
-    Static checks only (shape and dtype), so ``encode`` stays jittable and
-    cheap; ``Deployment.__call__`` also refuses NaN, inf and non-float images
-    (``validation.check_images``).
+    Static checks only (shapes and dtypes of every leaf), the same eagerly and
+    under ``jit``; value checks (finite, in range) are the deployment's, with
+    a ``queries.QuerySpec``.
     """
-    shape = jnp.shape(queries)
-    if not shape or shape[0] != self.num_queries:
-      raise ValueError(
-          f"{type(self).__name__}: expected a group of K = {self.num_queries} queries along "
-          f"the leading axis, got shape {shape}."
-      )
-    dtype = queries.dtype if hasattr(queries, "dtype") else np.asarray(queries).dtype
-    if not (jnp.issubdtype(dtype, jnp.integer) or jnp.issubdtype(dtype, jnp.floating)):
-      raise ValueError(
-          f"{type(self).__name__}: queries must be real numbers (a float array, e.g. "
-          f"float32, normalised as data.load returns images), got dtype {dtype}."
-      )
+    name = f"{type(self).__name__}"
+    leaves = jax.tree.leaves(queries)
+    for leaf in leaves:
+      shape = jnp.shape(leaf)
+      if not shape or shape[0] != self.num_queries:
+        raise ValueError(
+            f"{name}: expected a group of K = {self.num_queries} queries along the leading axis, "
+            f"got shape {shape}."
+        )
+    queries_lib.check(queries, (self.num_queries, ...), None, name)
 
   def __call__(
       self,
       worker_fn: WorkerFn,
       params: Any,
-      queries: ArrayLike,
+      queries: PyTree,
       mask: ArrayLike,
       *,
       mesh: jax.sharding.Mesh | None = None,
-      query_range: tuple[float, float] | None = queries_lib.NORMALISED_RANGE,
+      query_range: queries_lib.QuerySpec | tuple[float, float] | None = None,
   ) -> Decoded:
     """The whole pipeline for one group: ``Deployment`` of this scheme around ``worker_fn``.
 
     A shorthand for ``Deployment(..., scheme=self, tasks=worker_tasks(...))``
-    called on (queries, mask): the same, only path (validation, encode,
-    workers, erasure, decode).
+    called on (queries, mask): the same, only path (checks, encode, workers,
+    erasure, decode).
 
     Args:
       worker_fn: ``worker_fn(params, x)`` for one coded input x (the base
         classifier for LCC and Berrut; ignored by learned codes, whose
-        workers run their own network).
+        workers run their own network). x and the output may be pytrees.
       params: parameters of worker_fn (replicated to every worker).
-      queries: (K, ...) one group of queries.
+      queries: (K, ...) one group of queries, or a pytree of such arrays.
       mask: (N,) bool, True where the worker returned in time.
       mesh: optional device mesh with a "workers" axis (shard_map); None
         runs all workers with vmap on one device.
-      query_range: (low, high) every query value must lie in (default: the
-        range of the images ``data.load`` returns); None for data that are
-        not such images.
+      query_range: None (default: static checks only, any real-valued data),
+        or the value checks of the data (a ``queries.QuerySpec`` such as
+        ``data.query_spec("digits")``, or a (low, high) pair). Value checks
+        need concrete queries: under ``jit`` a spec raises ValueError.
 
     Returns:
-      Decoded values (K, ...) and the (K,) answered flags.
+      Decoded values (K, ...) (the structure of the worker outputs) and the
+      (K,) answered flags.
     """
-    from jaxcoded import deployment  # pylint: disable=g-import-not-at-top  (deployment imports base)
-
     served = deployment.Deployment.of(
         type(self).__name__, self, WorkerTask(worker_fn, params), query_range=query_range
     )
     return served(queries, mask, mesh=mesh)
-
-
-class TrainedCode:
-  """Mixin of the kinds whose part is a trained code, deployed from a config entry.
-
-  The entry's ``deploy_at`` is "trained" (the default: the N it was trained
-  with) or "k_plus_s" (built anew at N = K + S for each S, without
-  retraining). Put it before ``Scheme`` among the bases.
-  """
-
-  @classmethod
-  def resized_by(cls, entry) -> bool:
-    deploy_at = entry.get("deploy_at", "trained")
-    if deploy_at not in ("trained", "k_plus_s"):
-      raise ValueError(
-          f"deploy_at must be 'trained' (the N it was trained with) or 'k_plus_s', got "
-          f"{deploy_at!r}."
-      )
-    return deploy_at == "k_plus_s"
-
-  @classmethod
-  def check_config(cls, entry, num_queries: int, stragglers) -> None:
-    del entry, num_queries, stragglers  # its training config is checked when it trains

@@ -19,10 +19,9 @@ import jax.numpy as jnp
 from jax.typing import ArrayLike, DTypeLike
 
 from jaxcoded import interp
-from jaxcoded.schemes import base, points, registry
+from jaxcoded.schemes import base, points
 
 
-@registry.register("berrut", sized=True)
 @jax.tree_util.register_dataclass
 @dataclasses.dataclass(frozen=True)
 class BerrutCode(base.Scheme):
@@ -69,7 +68,7 @@ class BerrutCode(base.Scheme):
     num_queries = self.data_points.shape[0]
     return base.SchemeSizes(num_queries, self.worker_points.shape[0], num_queries)
 
-  def encode(self, queries: ArrayLike) -> jax.Array:
+  def _encode(self, queries: jax.Array) -> jax.Array:
     """(K, ...) queries -> (N, ...) coded inputs r(b_n)."""
     self.check_queries(queries)
     matrix = interp.berrut_matrix(self.data_points, self.worker_points)

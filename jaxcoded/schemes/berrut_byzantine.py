@@ -35,11 +35,10 @@ import math
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 from jax.typing import ArrayLike, DTypeLike
 
 from jaxcoded import interp, linalg, stragglers, validation
-from jaxcoded.schemes import base, points, registry
+from jaxcoded.schemes import base, points
 
 __all__ = ["ByzantineBerrutCode"]
 
@@ -61,7 +60,6 @@ def _residual(design: jax.Array, values: jax.Array, keep: jax.Array) -> jax.Arra
   return jnp.where(jnp.isfinite(ssr), ssr, jnp.inf)
 
 
-@registry.register("byzantine_berrut", sized=True)
 @jax.tree_util.register_dataclass
 @dataclasses.dataclass(frozen=True)
 class ByzantineBerrutCode(base.Scheme):
@@ -74,18 +72,13 @@ class ByzantineBerrutCode(base.Scheme):
     search: "exhaustive" (all C(N, E) sets) or "greedy" (static).
   """
 
+  joint_decoding = True  # wrong outputs are located over all leaves together
+
   data_points: jax.Array
   worker_points: jax.Array
   num_adversaries: int = dataclasses.field(default=1, metadata=dict(static=True))
   search: str = dataclasses.field(default="exhaustive", metadata=dict(static=True))
 
-  config_options = ("num_adversaries", "search")
-
-  @classmethod
-  def check_config(cls, entry, num_queries: int, stragglers) -> None:
-    if not entry.get("num_adversaries"):
-      raise ValueError("byzantine_berrut needs num_adversaries >= 1 in its config entry.")
-    cls.sizes_for(num_queries, max(stragglers), entry.num_adversaries)
 
   @staticmethod
   def sizes_for(num_queries: int, num_stragglers: int, num_adversaries: int) -> base.SchemeSizes:
@@ -155,7 +148,7 @@ class ByzantineBerrutCode(base.Scheme):
     """(N, K) Berrut matrix from the data points to the worker points."""
     return interp.berrut_matrix(self.data_points, self.worker_points)
 
-  def encode(self, queries: ArrayLike) -> jax.Array:
+  def _encode(self, queries: jax.Array) -> jax.Array:
     """(K, ...) queries -> (N, ...) coded inputs u(b_n)."""
     self.check_queries(queries)
     return interp.apply_matrix(self.encoding_matrix(), queries)

@@ -26,10 +26,9 @@ import jax.numpy as jnp
 from jax.typing import ArrayLike, DTypeLike
 
 from jaxcoded import interp, robust, validation
-from jaxcoded.schemes import base, points, registry
+from jaxcoded.schemes import base, points
 
 
-@registry.register("lcc", sized=True)
 @jax.tree_util.register_dataclass
 @dataclasses.dataclass(frozen=True)
 class LagrangeCode(base.Scheme):
@@ -45,13 +44,14 @@ class LagrangeCode(base.Scheme):
       ``robust.default_rtol`` of the outputs' dtype.
   """
 
+  joint_decoding = True  # wrong outputs are located over all leaves together
+
   data_points: jax.Array
   worker_points: jax.Array
   degree: int = dataclasses.field(default=1, metadata=dict(static=True))
   num_adversaries: int = dataclasses.field(default=0, metadata=dict(static=True))
   rtol: float | None = dataclasses.field(default=None, metadata=dict(static=True))
 
-  config_options = ("degree",)
 
   @staticmethod
   def sizes_for(
@@ -119,7 +119,7 @@ class LagrangeCode(base.Scheme):
     """R0 = (K - 1) d + 1: the outputs that determine f(u(z)) when none is wrong."""
     return (self.num_queries - 1) * self.degree + 1
 
-  def encode(self, queries: ArrayLike) -> jax.Array:
+  def _encode(self, queries: jax.Array) -> jax.Array:
     """(K, ...) queries -> (N, ...) coded inputs u(b_n)."""
     self.check_queries(queries)
     matrix = interp.lagrange_matrix(self.data_points, self.worker_points)

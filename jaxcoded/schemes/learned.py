@@ -42,9 +42,8 @@ import numpy as np
 from flax import nnx
 from jax.typing import ArrayLike
 
-from jaxcoded import coders, interp, robust, validation
-from jaxcoded import stragglers
-from jaxcoded.schemes import base, points, registry, systematic
+from jaxcoded import coders, interp, robust, stragglers, validation
+from jaxcoded.schemes import base, learned_decode, points
 
 __all__ = ["CodePoints", "LearnedLagrangeCode", "PolynomialCode", "trainable"]
 
@@ -54,7 +53,7 @@ class CodePoints(nnx.Variable):
 
 def trainable(code: nnx.Module) -> Any:
   """The NNX filter of a code's trained parameters (a frozen classifier excluded)."""
-  if isinstance(code, (LearnedLagrangeCode, systematic.LearnedSystematicCode)):
+  if getattr(code, "frozen_classifier", False):
     return nnx.All(nnx.Param, nnx.Not(nnx.PathContains("classifier")))
   return nnx.Param
 
@@ -69,31 +68,12 @@ def _default_points(num_queries: int, num_workers: int, data_points, worker_poin
   return points.check_points(a, b, what)
 
 
-def _masked_fit_decode(
-    outputs: ArrayLike, mask: ArrayLike, worker_points, data_points, threshold: int
-) -> tuple[jax.Array, jax.Array]:
-  """Fits degree R - 1 through the available outputs and evaluates at a_k.
-
-  Returns (values (K, ...), enough: bool scalar). Below the threshold the
-  values are zero and ``enough`` is False.
-  """
-  mask = jnp.asarray(mask)
-  enough = jnp.sum(mask) >= threshold
-  # A full mask when too few returned keeps NaNs out of the arithmetic (and out
-  # of gradients); ``enough`` then discards the result.
-  safe_mask = jnp.where(enough, mask, True)
-  # = apply_matrix(polyfit_matrix(...), outputs), without a (K, N) matrix per mask.
-  values = interp.polyfit_interpolate(worker_points, outputs, data_points, threshold - 1, safe_mask)
-  return jnp.where(enough, values, jnp.zeros((), values.dtype)), enough
-
-
 def _power_basis(z: jax.Array, degree: int) -> jax.Array:
   """(T,) points -> (T, degree + 1) matrix of z^0 .. z^degree."""
   return z[:, None] ** jnp.arange(degree + 1, dtype=z.dtype)[None, :]
 
 
-@registry.register("learned", sized=False, trains="coder")
-class PolynomialCode(nnx.Module, base.TrainedCode, base.Scheme):
+class PolynomialCode(nnx.Module, base.Scheme):
   """Learned polynomial code with the exact recovery threshold R = de * dh + 1.
 
   Attributes:
@@ -107,31 +87,6 @@ class PolynomialCode(nnx.Module, base.TrainedCode, base.Scheme):
       the head (0: plain decoding).
     rtol: the locator's consistency tolerance (None: ``robust.default_rtol``).
   """
-
-  @classmethod
-  def from_config(cls, entry, num_stragglers: int, ctx):
-    """The trained code of the entry (``ctx.trained``: a PolynomialCode or LearnedLagrangeCode).
-
-    With ``deploy_at = "k_plus_s"`` a polynomial code is redeployed at N = K + S
-    workers (new worker points, same networks: docs/design.md section 6a);
-    None where K + S < R.
-    """
-    code = ctx.trained
-    if code is None or code.num_queries != ctx.num_queries:
-      raise ValueError(
-          f"A learned-code entry needs its trained code for K = {ctx.num_queries} queries, got "
-          f"{None if code is None else code.num_queries}."
-      )
-    if cls.resized_by(entry):
-      if not isinstance(code, PolynomialCode):
-        raise ValueError("deploy_at = 'k_plus_s' needs a learned polynomial code (exact R).")
-      num_workers = ctx.num_queries + num_stragglers
-      if num_workers < code.recovery_threshold:
-        return None
-      _, worker_points = points.default_points(
-          ctx.num_queries, num_workers, code.worker_points[...].dtype)
-      code = code.with_worker_points(worker_points)
-    return (code, *code.worker_tasks())
 
   def __init__(
       self,
@@ -216,7 +171,9 @@ class PolynomialCode(nnx.Module, base.TrainedCode, base.Scheme):
     Args:
       num_queries: K.
       num_workers: N >= R = encoder_degree * power**num_activations + 1.
-      input_shape: (H, W, C) of one query (H, W even).
+      input_shape: (H, W, C) of one query (H, W even), or (D,) of a feature
+        vector (then the worker is ``coders.poly_mlp`` and the image-only
+        worker options are ignored).
       num_classes: C, the logits' width.
       encoder_degree: de.
       encoder_features: extra nonlinear per-query channels of the encoder
@@ -238,7 +195,7 @@ class PolynomialCode(nnx.Module, base.TrainedCode, base.Scheme):
     encoder = coders.CoefficientEncoder(
         a, encoder_degree, input_shape, features=encoder_features, rngs=rngs
     )
-    worker = coders.poly_cnn(
+    worker = coders.poly_network(
         encoder.coded_shape, worker_out, features=worker_features, kernel=worker_kernel,
         power=power, num_activations=num_activations,
         groups=worker_groups or encoder.num_groups, space_to_depth=worker_space_to_depth,
@@ -273,6 +230,18 @@ class PolynomialCode(nnx.Module, base.TrainedCode, base.Scheme):
         int(self.data_points[...].shape[0]), int(self.worker_points[...].shape[0]), threshold
     )
 
+  def at_workers(self, num_workers: int) -> "PolynomialCode | None":
+    """The same trained code on ``num_workers`` workers at the default points; None below R.
+
+    Exact decoding from any R outputs does not depend on where the workers
+    are, so the networks need no retraining (docs/design.md section 6a).
+    """
+    if num_workers < self.recovery_threshold:
+      return None
+    _, worker_points = points.default_points(
+        self.num_queries, num_workers, self.worker_points[...].dtype)
+    return self.with_worker_points(worker_points)
+
   def with_worker_points(self, worker_points: ArrayLike) -> "PolynomialCode":
     """The same trained code deployed on other workers (any N >= R), no retraining."""
     return PolynomialCode(
@@ -294,8 +263,12 @@ class PolynomialCode(nnx.Module, base.TrainedCode, base.Scheme):
     # batched over groups without transposes (interp.apply_matrix).
     return interp.apply_matrix(_power_basis(at, self.encoder.degree), coefficients)
 
-  def encode(self, queries: ArrayLike) -> jax.Array:
-    """(K, H, W, C) queries -> (N, ...) coded inputs e(b_n) (design A)."""
+  def _encode(self, queries: jax.Array) -> jax.Array:
+    """(K, H, W, C) queries -> (N, ...) coded inputs e(b_n) (design A).
+
+    Learned codes take one array of images (not a pytree): their encoder is
+    a network trained on that layout.
+    """
     return self.evaluate_code(self.coefficients(queries), self.worker_points[...])
 
   # -- workers ------------------------------------------------------------------
@@ -341,7 +314,7 @@ class PolynomialCode(nnx.Module, base.TrainedCode, base.Scheme):
     if self.num_adversaries:
       return self._decode_and_locate(outputs, mask)[0]
     self.check_mask(mask)
-    values, enough = _masked_fit_decode(
+    values, enough = learned_decode.masked_matrix_decode(
         outputs, mask, self.worker_points[...], self.data_points[...], self.interpolation_threshold
     )
     logits = self.head(values)
@@ -395,6 +368,8 @@ class LearnedLagrangeCode(nnx.Module, base.Scheme):
     data_points, worker_points: (K,) and (N,).
     fit_degree: degree R - 1 of the master's least-squares fit.
   """
+
+  frozen_classifier = True  # f is not trained (``trainable``)
 
   def __init__(
       self,
@@ -467,7 +442,7 @@ class LearnedLagrangeCode(nnx.Module, base.Scheme):
     at = self.worker_points[...] if at is None else at
     return interp.lagrange_matrix(self.data_points[...], at)
 
-  def encode(self, queries: ArrayLike) -> jax.Array:
+  def _encode(self, queries: jax.Array) -> jax.Array:
     """(K, H, W, C) -> (N, H, W, C) coded inputs u(b_n) (design A)."""
     self.check_queries(queries)
     return interp.apply_matrix(self.encoding_matrix(), self.encoder(queries))
@@ -498,7 +473,7 @@ class LearnedLagrangeCode(nnx.Module, base.Scheme):
   def _decode(self, outputs: ArrayLike, mask: ArrayLike) -> base.Decoded:
     """(N, C) worker logits and (N,) mask -> Decoded((K, C) logits, (K,) answered)."""
     self.check_mask(mask)
-    values, enough = _masked_fit_decode(
+    values, enough = learned_decode.masked_matrix_decode(
         outputs, mask, self.worker_points[...], self.data_points[...], self.recovery_threshold
     )
     logits = jnp.where(enough, self.head(values), jnp.zeros((), values.dtype))

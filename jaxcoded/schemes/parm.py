@@ -32,8 +32,7 @@ Example:
   >>> from jaxcoded.schemes.parm import ParityCode
   >>> f = lambda w, x: w @ x                    # linear: f(sum x) = sum f(x)
   >>> w, queries = jnp.eye(2), jnp.arange(6.0).reshape(3, 2)
-  >>> served = deployment.Deployment.parity("ParM", ParityCode.create(3), f, w, f, w,
-  ...                                       query_range=None)
+  >>> served = deployment.Deployment.parity("ParM", ParityCode.create(3), f, w, f, w)
   >>> served(queries, jnp.array([True, False, True, True])).values
   Array([[0., 1.],
          [2., 3.],
@@ -49,14 +48,13 @@ import jax
 import jax.numpy as jnp
 from jax.typing import ArrayLike
 
+from jaxcoded import deployment, validation
 from jaxcoded import queries as queries_lib
-from jaxcoded import validation
-from jaxcoded.schemes import base, registry
+from jaxcoded.schemes import base
 
 __all__ = ["ParityCode"]
 
 
-@registry.register("parm", sized=False, trains="parity")
 @jax.tree_util.register_dataclass
 @dataclasses.dataclass(frozen=True)
 class ParityCode(base.Scheme):
@@ -70,16 +68,6 @@ class ParityCode(base.Scheme):
 
   group_size: int = dataclasses.field(metadata=dict(static=True))
   num_parities: int = dataclasses.field(default=1, metadata=dict(static=True))
-
-  @classmethod
-  def from_config(cls, entry, num_stragglers: int, ctx):
-    """N = K + 1 whatever S; the parity worker runs the trained parity model (``ctx.trained``)."""
-    scheme = cls.create(ctx.num_queries)
-    return (scheme, *scheme.worker_tasks(ctx.base_task, ctx.trained))
-
-  @classmethod
-  def check_config(cls, entry, num_queries: int, stragglers) -> None:
-    cls.sizes_for(num_queries, 1)
 
   @staticmethod
   def sizes_for(num_queries: int, num_stragglers: int = 1) -> base.SchemeSizes:
@@ -125,7 +113,7 @@ class ParityCode(base.Scheme):
     self.check_queries(queries)
     return jnp.sum(jnp.asarray(queries), axis=0, keepdims=True)
 
-  def encode(self, queries: ArrayLike) -> jax.Array:
+  def _encode(self, queries: jax.Array) -> jax.Array:
     """(K, ...) queries -> (N, ...) worker inputs: the K queries, then P = sum_k x_k.
 
     Worker n < K runs the base classifier on row n; worker K runs the parity
@@ -194,11 +182,9 @@ class ParityCode(base.Scheme):
       mesh: jax.sharding.Mesh | None = None,
       parity_fn: base.WorkerFn | None = None,
       parity_params: Any = None,
-      query_range: tuple[float, float] | None = queries_lib.NORMALISED_RANGE,
+      query_range: queries_lib.QuerySpec | tuple[float, float] | None = None,
   ) -> base.Decoded:
     """``Deployment.parity`` around f and the parity model, on one group (the one pipeline)."""
-    from jaxcoded import deployment  # pylint: disable=g-import-not-at-top  (deployment imports base)
-
     trained = None if parity_fn is None else base.WorkerTask(parity_fn, parity_params)
     served = deployment.Deployment.of("ParM", self, base.WorkerTask(worker_fn, params), trained,
                                       query_range=query_range)

@@ -23,12 +23,11 @@ import jax.numpy as jnp
 import numpy as np
 from jax.typing import ArrayLike
 
-from jaxcoded.schemes import base, registry
+from jaxcoded.schemes import base
 
 __all__ = ["Replication"]
 
 
-@registry.register("replication", sized=True)
 @jax.tree_util.register_dataclass
 @dataclasses.dataclass(frozen=True)
 class Replication(base.Scheme):
@@ -41,13 +40,6 @@ class Replication(base.Scheme):
 
   group_size: int = dataclasses.field(metadata=dict(static=True))
   copies: int = dataclasses.field(metadata=dict(static=True))
-
-  @classmethod
-  def from_config(cls, entry, num_stragglers: int, ctx):
-    """``copies`` in the entry fixes r; else r = S + 1 copies of each query."""
-    copies = entry.get("copies") or num_stragglers + 1
-    scheme = cls.create(ctx.num_queries, copies - 1)
-    return (scheme, *scheme.worker_tasks(ctx.base_task))
 
   @staticmethod
   def sizes_for(num_queries: int, num_stragglers: int) -> base.SchemeSizes:
@@ -76,7 +68,7 @@ class Replication(base.Scheme):
     """(N,) index of the query that each worker serves (n % K)."""
     return jnp.arange(self.num_workers) % self.group_size
 
-  def encode(self, queries: ArrayLike) -> jax.Array:
+  def _encode(self, queries: jax.Array) -> jax.Array:
     """(K, ...) queries -> (N, ...): r stacked copies of the group."""
     self.check_queries(queries)
     queries = jnp.asarray(queries)

@@ -36,7 +36,7 @@ from flax import nnx
 from jax.typing import ArrayLike
 
 from jaxcoded import coders, validation
-from jaxcoded.schemes import base, registry
+from jaxcoded.schemes import base
 
 __all__ = ["LearnedSystematicCode"]
 
@@ -45,8 +45,7 @@ class _WorkerIndex(nnx.Variable):
   """Worker n's index as its design-B "point": state, but not trained."""
 
 
-@registry.register("learned_systematic", sized=False, trains="coder")
-class LearnedSystematicCode(nnx.Module, base.TrainedCode, base.Scheme):
+class LearnedSystematicCode(nnx.Module, base.Scheme):
   """K systematic workers and P learned parities, all running the frozen f.
 
   Attributes:
@@ -57,6 +56,8 @@ class LearnedSystematicCode(nnx.Module, base.TrainedCode, base.Scheme):
     decoder: ``coders.SystematicDecoder`` over K + P_max worker slots.
     num_parities: P <= P_max parities deployed; N = K + P.
   """
+
+  frozen_classifier = True  # f is not trained (``learned.trainable``)
 
   def __init__(
       self,
@@ -115,26 +116,6 @@ class LearnedSystematicCode(nnx.Module, base.TrainedCode, base.Scheme):
     )
     return cls(encoder, classifier, decoder)
 
-  # -- building from a config entry --------------------------------------------------
-
-  @classmethod
-  def from_config(cls, entry, num_stragglers: int, ctx):
-    """The trained code (``ctx.trained``), deployed at N = K + S with ``deploy_at = "k_plus_s"``.
-
-    None where S = 0 or S exceeds the parities it was trained with.
-    """
-    code = ctx.trained
-    if not isinstance(code, LearnedSystematicCode) or code.num_queries != ctx.num_queries:
-      raise ValueError(
-          f"A learned_systematic entry needs its trained LearnedSystematicCode for K = "
-          f"{ctx.num_queries} queries, got {type(code).__name__}."
-      )
-    if cls.resized_by(entry):
-      if not 1 <= num_stragglers <= code.max_parities:
-        return None
-      code = code.with_num_parities(num_stragglers)
-    return (code, *code.worker_tasks())
-
   # -- sizes ------------------------------------------------------------------------
 
   @property
@@ -146,13 +127,20 @@ class LearnedSystematicCode(nnx.Module, base.TrainedCode, base.Scheme):
     k = self.decoder.num_queries
     return base.SchemeSizes(k, k + self.num_parities, k)
 
+  def at_workers(self, num_workers: int) -> "LearnedSystematicCode | None":
+    """The same trained code with N - K of its parities; None unless 1 <= N - K <= its parities."""
+    num_parities = num_workers - self.num_queries
+    if not 1 <= num_parities <= self.max_parities:
+      return None
+    return self.with_num_parities(num_parities)
+
   def with_num_parities(self, num_parities: int) -> "LearnedSystematicCode":
     """The same trained code deployed with its first ``num_parities`` parities."""
     return LearnedSystematicCode(self.encoder, self.classifier, self.decoder, num_parities)
 
   # -- encoding and workers -----------------------------------------------------------
 
-  def encode(self, queries: ArrayLike) -> jax.Array:
+  def _encode(self, queries: jax.Array) -> jax.Array:
     """(K, H, W, C) queries -> (N, H, W, C): the queries, then the P parity images."""
     self.check_queries(queries)
     queries = jnp.asarray(queries)

@@ -26,7 +26,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.typing import ArrayLike, DTypeLike
 
-from jaxcoded.schemes import base, registry
+from jaxcoded.schemes import base
 
 __all__ = ["Uncoded", "majority_class_logits"]
 
@@ -62,7 +62,6 @@ def majority_class_logits(
   return jax.nn.one_hot(majority, num_classes, dtype=dtype)
 
 
-@registry.register("uncoded", sized=False)
 @jax.tree_util.register_dataclass
 @dataclasses.dataclass(frozen=True)
 class Uncoded(base.Scheme):
@@ -76,19 +75,6 @@ class Uncoded(base.Scheme):
 
   fallback: jax.Array | None
   group_size: int = dataclasses.field(metadata=dict(static=True))
-
-  @classmethod
-  def from_config(cls, entry, num_stragglers: int, ctx):
-    """N = K whatever S; ``fallback: True`` answers stragglers' queries with the majority class."""
-    fallback = None
-    if entry.get("fallback", False):
-      fallback = majority_class_logits(ctx.train_labels, ctx.num_classes)
-    scheme = cls.create(ctx.num_queries, fallback=fallback)
-    return (scheme, *scheme.worker_tasks(ctx.base_task))
-
-  @classmethod
-  def check_config(cls, entry, num_queries: int, stragglers) -> None:
-    cls.sizes_for(num_queries, 0)
 
   @staticmethod
   def sizes_for(num_queries: int, num_stragglers: int = 0) -> base.SchemeSizes:
@@ -109,15 +95,17 @@ class Uncoded(base.Scheme):
     Args:
       num_queries: K >= 1 (also N).
       fallback: optional value for unanswered queries, with the shape of one
-        worker output (e.g. ``majority_class_logits(train_labels, C)``).
+        worker output (e.g. ``majority_class_logits(train_labels, C)``), or a
+        pytree of such values for pytree outputs.
     """
     cls.sizes_for(num_queries)
     if fallback is not None:
-      fallback = jnp.asarray(fallback)
-      if not jnp.issubdtype(fallback.dtype, jnp.inexact):
-        raise ValueError(f"Uncoded: the fallback must be a float array (e.g. logits), got {fallback.dtype}.")
-      if not bool(jnp.all(jnp.isfinite(fallback))):
-        raise ValueError("Uncoded: the fallback must be finite.")
+      fallback = jax.tree.map(jnp.asarray, fallback)
+      for leaf in jax.tree.leaves(fallback):
+        if not jnp.issubdtype(leaf.dtype, jnp.inexact):
+          raise ValueError(f"Uncoded: the fallback must be a float array (e.g. logits), got {leaf.dtype}.")
+        if not bool(jnp.all(jnp.isfinite(leaf))):
+          raise ValueError("Uncoded: the fallback must be finite.")
     return cls(fallback=fallback, group_size=num_queries)
 
   @property
@@ -129,7 +117,7 @@ class Uncoded(base.Scheme):
     """True when unanswered queries get the fallback value instead of zeros."""
     return self.fallback is not None
 
-  def encode(self, queries: ArrayLike) -> jax.Array:
+  def _encode(self, queries: jax.Array) -> jax.Array:
     """(K, ...) queries -> the same (N = K, ...) array: worker n gets query n."""
     self.check_queries(queries)
     return jnp.asarray(queries)
@@ -138,7 +126,22 @@ class Uncoded(base.Scheme):
   def min_returns(self) -> int:
     return 1  # each query needs its own worker: answer as soon as it is there
 
-  def _decode(self, outputs: ArrayLike, mask: ArrayLike) -> base.Decoded:
+  def _decode_tree(self, outputs, mask: jax.Array) -> base.Decoded:
+    """Leaf by leaf, each with its own leaf of the fallback (a pytree of the outputs' structure)."""
+    leaves, treedef = jax.tree.flatten(outputs)
+    if self.fallback is None:
+      fallbacks = [None] * len(leaves)
+    else:
+      fallbacks = jax.tree.leaves(self.fallback)
+      if len(fallbacks) != len(leaves):
+        raise ValueError(
+            f"Uncoded: the fallback has {len(fallbacks)} leaves, but the worker outputs have "
+            f"{len(leaves)}; give one fallback value per output leaf."
+        )
+    values = [_fill(leaf, mask, fallback) for leaf, fallback in zip(leaves, fallbacks)]
+    return base.Decoded(treedef.unflatten(values), mask)
+
+  def _decode(self, outputs: jax.Array, mask: jax.Array) -> base.Decoded:
     """Worker n's output answers query n if worker n returned.
 
     Args:
@@ -149,18 +152,19 @@ class Uncoded(base.Scheme):
       Decoded values (K, ...): the outputs of returned workers, the fallback
       (or zeros) elsewhere; ``answered`` equals ``mask``.
     """
-    self.check_mask(mask)
-    outputs, mask = jnp.asarray(outputs), jnp.asarray(mask)
-    if outputs.shape[:1] != (self.num_workers,):
-      raise ValueError(f"Uncoded: outputs have shape {outputs.shape}, expected ({self.num_workers}, ...).")
-    if self.fallback is None:
-      missing = jnp.zeros((), outputs.dtype)
-    else:
-      if self.fallback.shape != outputs.shape[1:]:
-        raise ValueError(
-            f"Uncoded: the fallback has shape {self.fallback.shape}, but one worker output "
-            f"has shape {outputs.shape[1:]}."
-        )
-      missing = self.fallback.astype(outputs.dtype)
-    row_mask = mask.reshape(mask.shape + (1,) * (outputs.ndim - 1))
-    return base.Decoded(jnp.where(row_mask, outputs, missing), mask)
+    return base.Decoded(_fill(outputs, mask, self.fallback), mask)
+
+
+def _fill(outputs: jax.Array, mask: jax.Array, fallback: jax.Array | None) -> jax.Array:
+  """Returned rows as they are; the others the fallback (or zeros)."""
+  if fallback is None:
+    missing = jnp.zeros((), outputs.dtype)
+  else:
+    if fallback.shape != outputs.shape[1:]:
+      raise ValueError(
+          f"Uncoded: the fallback has shape {fallback.shape}, but one worker output "
+          f"has shape {outputs.shape[1:]}."
+      )
+    missing = fallback.astype(outputs.dtype)
+  row_mask = mask.reshape(mask.shape + (1,) * (outputs.ndim - 1))
+  return jnp.where(row_mask, outputs, missing)

@@ -5,6 +5,7 @@
   collection  one group's outputs: wait, decode early, note failures
   service     ``CodedService``: the master (submit, dispatch, release, shutdown)
   worker      the worker actor; latency: injected delays
+  actors      placement (SPREAD), the resource check, kills that wait for death
   http        the Ray Serve front end (POST /predict, GET /stats, GET /healthz)
 
   from jaxcoded import serving
@@ -17,7 +18,7 @@ Needs Ray (``pip install 'jaxcoded[ray]'``). See docs/serving.md.
 """
 
 from jaxcoded.serving.latency import LatencyInjector, WorkerLatency, latency_profile
-from jaxcoded.serving.service import CodedService, default_min_returns
+from jaxcoded.serving.service import CodedService, Profile, default_min_returns
 from jaxcoded.serving.types import (
     Answer,
     GroupRecord,
@@ -34,6 +35,7 @@ __all__ = [
     "CodedWorker",
     "GroupRecord",
     "LatencyInjector",
+    "Profile",
     "QueryNotDecoded",
     "ServiceStats",
     "ServiceStopped",

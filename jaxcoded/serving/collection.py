@@ -55,11 +55,15 @@ def collect(
     timeout_s: float,
     counters: Counters,
     stopped: Callable[[], bool],
+    profile=None,
 ) -> tuple[np.ndarray, tuple[str, ...]]:
   """Collects outputs until every real query is answered or the deadline passes.
 
   Decodes once ``min_returns`` outputs are in, then after each further output,
   and ``release`` s the answered queries each time.
+
+  ``profile`` (a ``service.Profile``), if given, gets the seconds spent
+  fetching the outputs that arrived (``fetch_s``).
 
   Returns:
     ((N,) bool mask of the outputs in at the decision, (N,) WorkerStatus).
@@ -80,8 +84,11 @@ def collect(
     # At the deadline, one last sweep takes everything that is ready.
     wanted = len(pending) if expired else min(len(pending), max(1, min_returns - returned))
     ready, pending = ray.wait(pending, num_returns=wanted, timeout=max(0.0, remaining))
+    fetching = time.perf_counter()
     for ref in ready:
       _receive(ref, worker_of[ref], outputs, status, output_example, counters)
+    if profile is not None and ready:
+      profile.add("fetch_s", time.perf_counter() - fetching)
     mask = np.array([s == WorkerStatus.RETURNED for s in status])
     returned = int(mask.sum())
     if returned >= min_returns and returned > decoded_count:

@@ -38,18 +38,43 @@ Requests:
   ``pending`` and ``errored``, and the front end's own under ``"http"``.
 - ``GET /healthz``: 200 ``{"status": "ok", ...}`` while the master runs, 503
   once it stopped. Serve's own health check (``check_health``) asks the same.
+
+Under load and abuse (docs/scaling.md, "HTTP front end under load"):
+
+- *Adaptive batching*: the service flushes a partial group as soon as no
+  query is queued and no request is being read or parsed
+  (``flush="adaptive"``, ``CodedService.expecting``): a lone client is not
+  charged ``max_wait_s``; under load groups fill while others are sent.
+- *Bounded bodies*: the body is read as a stream and counted; past
+  ``max_body_bytes`` (by default what ``max_images`` images can take as JSON)
+  the request gets 413 at once, with or without Content-Length (chunked).
+  JSON nested too deep for the parser gets 400.
+- *Parsing off the event loop*: bodies are parsed on ``parse_workers``
+  threads; at most ``max_parse_queue`` requests wait for one (more get 503
+  with Retry-After). ``json.loads`` holds the GIL, so what bounds the stall of
+  other requests is the body limit: the largest accepted body parses in a few
+  tens of ms (docs/scaling.md).
+- *Bounded memory*: the bytes of all bodies being read or parsed are counted
+  against ``max_inflight_bytes``; a request that would pass it gets 503.
+- *Replicas*: ``build_app(num_replicas=R)`` runs R replicas, each the master
+  of its own N worker actors (docs/scaling.md says why).
 """
 
 from __future__ import annotations
 
 import asyncio
 import collections
+import concurrent.futures
 import dataclasses
+import functools
 import gc
 import io
 import json
 import math
+import os
+import resource
 import socket
+import threading
 import time
 from typing import Any, Callable, Mapping
 
@@ -62,10 +87,13 @@ from jaxcoded import serving
 
 __all__ = [
     "BadRequest",
+    "BoundedPool",
+    "ByteBudget",
     "CodedServer",
     "Server",
     "answer_to_json",
     "build_app",
+    "default_max_body_bytes",
     "error_to_json",
     "free_port",
     "parse_images",
@@ -74,6 +102,8 @@ __all__ = [
 
 JSON_TYPES = ("application/json",)
 NPY_TYPES = ("application/x-npy", "application/octet-stream")
+JSON_BYTES_PER_NUMBER = 32  # "-0.123456789012345678, " with room: the default body limit
+BODY_SLACK_BYTES = 64 << 10
 
 
 class BadRequest(ValueError):
@@ -115,6 +145,9 @@ def parse_images(
       document = json.loads(body)
     except (ValueError, UnicodeDecodeError) as error:
       raise BadRequest(400, f"The body is not valid JSON: {error}.") from None
+    except RecursionError:
+      raise BadRequest(400, "The JSON body is nested too deeply to parse (an image has "
+                       f"{len(input_shape)} axes).") from None
     if not isinstance(document, dict) or "images" not in document:
       raise BadRequest(400, 'The JSON body must be an object {"images": [image, ...]}.')
     images = document["images"]
@@ -126,7 +159,7 @@ def parse_images(
     try:
       array = np.load(io.BytesIO(body), allow_pickle=False)
     except (ValueError, OSError, EOFError) as error:
-      raise BadRequest(400, f"The body is not a .npy array (numpy.save, no pickles): {error}.")
+      raise BadRequest(400, f"The body is not a .npy array (numpy.save, no pickles): {error}.") from error
     if not isinstance(array, np.ndarray) or array.ndim != len(input_shape) + 1:
       shape = getattr(array, "shape", None)
       raise BadRequest(
@@ -151,8 +184,11 @@ def _json_query(item: Any, input_shape: tuple[int, ...]) -> Any:
   list of the right size is reshaped); anything else as it came, for the service to refuse."""
   try:
     array = np.asarray(item)
-  except ValueError:  # Ragged: refused by the service with numpy's message.
+  except ValueError:  # Ragged, or more than 64 axes: refused by the service with numpy's message.
     return item
+  except RecursionError:
+    raise BadRequest(400, f"An image is nested too deeply (it has {len(input_shape)} "
+                     "axes).") from None
   if array.dtype.kind not in "fiu":
     return array
   array = array.astype(np.float64)
@@ -188,12 +224,71 @@ def error_to_json(query: int, error: BaseException) -> dict[str, Any]:
   return dict(query=query, error=detail)
 
 
+def default_max_body_bytes(input_shape: tuple[int, ...], max_images: int) -> int:
+  """The default body limit: ``max_images`` images as JSON, 32 bytes per number, plus 64 KiB."""
+  return max_images * math.prod(input_shape) * JSON_BYTES_PER_NUMBER + BODY_SLACK_BYTES
+
+
+class ByteBudget:
+  """Bytes held by requests being read or parsed, against a limit (one event loop, no lock).
+
+  ``take(n)`` reserves n more bytes if they fit under ``limit`` (True) or
+  reserves nothing (False); ``give(n)`` returns them.
+  """
+
+  def __init__(self, limit: int):
+    self.limit = int(limit)
+    self.held = 0
+    self.peak = 0
+
+  def take(self, count: int) -> bool:
+    if self.held + count > self.limit:
+      return False
+    self.held += count
+    self.peak = max(self.peak, self.held)
+    return True
+
+  def give(self, count: int) -> None:
+    self.held -= count
+
+
+class BoundedPool:
+  """A thread pool that refuses work once ``max_queue`` calls wait or run (no unbounded queue)."""
+
+  def __init__(self, workers: int, max_queue: int, name: str = "jaxcoded-parse"):
+    self._pool = concurrent.futures.ThreadPoolExecutor(workers, thread_name_prefix=name)
+    self._slots = threading.BoundedSemaphore(max_queue)
+
+  def submit(self, fn, *args) -> concurrent.futures.Future | None:
+    """The call's future, or None when ``max_queue`` calls are already waiting or running."""
+    if not self._slots.acquire(blocking=False):
+      return None
+    try:
+      future = self._pool.submit(fn, *args)
+    except BaseException:
+      self._slots.release()
+      raise
+    future.add_done_callback(lambda _: self._slots.release())
+    return future
+
+  def shutdown(self) -> None:
+    self._pool.shutdown(wait=False, cancel_futures=True)
+
+
+class _TooLarge(Exception):
+  pass
+
+
+class _Busy(Exception):
+  pass
+
+
 # ---------------------------------------------------------------------------
 # The Serve deployment.
 
 
 def _json_response(content: Any, status: int = 200):
-  from starlette import responses  # pylint: disable=g-import-not-at-top
+  from starlette import responses
 
   return responses.Response(
       json.dumps(content), status_code=status, media_type="application/json"
@@ -214,7 +309,14 @@ class CodedServer:
       learned code).
     input_shape: the shape of one query.
     max_images: the largest batch of one request.
-    max_body_bytes: the largest request body.
+    max_body_bytes: the largest request body, counted while it streams in
+      (chunked or not); None: :func:`default_max_body_bytes`.
+    max_inflight_bytes: the most body bytes held by all requests being read
+      or parsed at once (None: 8 bodies of ``max_body_bytes``); a request
+      that would pass it gets 503.
+    parse_workers: threads that parse bodies (off the event loop).
+    max_parse_queue: requests that may wait for or hold a parse thread; more
+      get 503.
     answer_margin_s: how much longer than a query's own deadline
       (``max_wait_s + (max_retries + 1) * timeout_s``) a request waits before
       it reports the query as unresolved (the service resolves every query by
@@ -223,7 +325,8 @@ class CodedServer:
       Python's full collections skip the objects of the JAX, Flax and Ray
       imports (pauses of about 0.2 s otherwise; docs/serving.md, Limits).
     service_options: keyword arguments of ``CodedService.start`` (``latency``,
-      ``timeout_s``, ``max_wait_s``, ``max_retries``, ``worker_options``, ...).
+      ``timeout_s``, ``max_wait_s``, ``max_retries``, ``worker_options``, ...);
+      ``flush`` defaults to ``"adaptive"`` here.
   """
 
   def __init__(
@@ -231,19 +334,28 @@ class CodedServer:
       served: deployment_lib.Deployment | Callable[[], deployment_lib.Deployment],
       input_shape: tuple[int, ...],
       max_images: int = 1024,
-      max_body_bytes: int = 64 << 20,
+      max_body_bytes: int | None = None,
       answer_margin_s: float = 2.0,
       freeze_gc: bool = False,
       service_options: Mapping[str, Any] | None = None,
+      max_inflight_bytes: int | None = None,
+      parse_workers: int = 1,
+      max_parse_queue: int = 64,
   ):
     if not isinstance(served, deployment_lib.Deployment):
       served = served()
     options = dict(service_options or {})
     options.setdefault("timeout_s", 1.0)
     options.setdefault("max_wait_s", 0.01)
+    options.setdefault("flush", "adaptive")
     self.input_shape = tuple(int(d) for d in input_shape)
     self.max_images = int(max_images)
+    if max_body_bytes is None:
+      max_body_bytes = default_max_body_bytes(self.input_shape, self.max_images)
     self.max_body_bytes = int(max_body_bytes)
+    self._budget = ByteBudget(max_inflight_bytes or 8 * self.max_body_bytes)
+    self._parser = BoundedPool(parse_workers, max_parse_queue)
+    self._timers = collections.Counter()  # seconds per front-end stage
     self.answer_timeout_s = (
         options["max_wait_s"] + (options.get("max_retries", 0) + 1) * options["timeout_s"]
         + answer_margin_s
@@ -274,25 +386,71 @@ class CodedServer:
     return await handler(request)
 
   async def _predict(self, request):
+    kind = (request.headers.get("content-type") or "application/json").split(";")[0]
+    kind = kind.strip().lower()
+    if kind not in JSON_TYPES + NPY_TYPES:
+      self._counts["bad_requests"] += 1
+      return _bad(415, f"Content-Type {kind!r} is not supported: use application/json or "
+                  "application/x-npy.")
     length = request.headers.get("content-length")
     if length is not None and length.isdigit() and int(length) > self.max_body_bytes:
       self._counts["bad_requests"] += 1
       return _bad(413, f"The body has {length} bytes; at most {self.max_body_bytes} are accepted.")
-    body = await request.body()
-    try:
-      queries = parse_images(body, request.headers.get("content-type"), self.input_shape,
-                             max_images=self.max_images)
-    except BadRequest as error:
-      self._counts["bad_requests"] += 1
-      return _bad(error.status, str(error))
-    try:
-      futures = self._service.submit(queries)
-    except serving.ServiceStopped as error:
-      return _json_response(dict(error=dict(type="ServiceStopped", message=str(error))), 503)
+    held = 0
+    # Announced from the first byte to the submit: a partial group waits for it.
+    with self._service.expecting():
+      try:
+        started = time.perf_counter()
+        chunks = []
+        async for chunk in request.stream():
+          if not chunk:
+            continue
+          if held + len(chunk) > self.max_body_bytes:
+            raise _TooLarge()
+          if not self._budget.take(len(chunk)):
+            raise _Busy("the front end holds its limit of request bytes")
+          held += len(chunk)
+          chunks.append(chunk)
+        body = b"".join(chunks)
+        del chunks
+        read = time.perf_counter()
+        parsing = self._parser.submit(functools.partial(
+            parse_images, body, kind, self.input_shape, max_images=self.max_images))
+        if parsing is None:
+          raise _Busy("every parse slot is taken")
+        try:
+          queries = await asyncio.wrap_future(parsing)
+        finally:
+          del body
+        parsed = time.perf_counter()
+        self._timers["read_s"] += read - started
+        self._timers["parse_s"] += parsed - read
+      except _TooLarge:
+        self._counts["bad_requests"] += 1
+        return _bad(413, f"The body has more than {self.max_body_bytes} bytes; at most "
+                    f"{self.max_body_bytes} are accepted.")
+      except _Busy as error:
+        self._counts["busy"] += 1
+        response = _json_response(dict(error=dict(
+            type="Busy", message=f"Too many requests in flight ({error}): retry later.")), 503)
+        response.headers["retry-after"] = "1"
+        return response
+      except BadRequest as error:
+        self._counts["bad_requests"] += 1
+        return _bad(error.status, str(error))
+      finally:
+        self._budget.give(held)
+      try:
+        futures = self._service.submit(queries)
+      except serving.ServiceStopped as error:
+        return _json_response(dict(error=dict(type="ServiceStopped", message=str(error))), 503)
+      submitted = time.perf_counter()
+      self._timers["submit_s"] += submitted - parsed
     waiting = [asyncio.wrap_future(f) for f in futures]
     for waited in waiting:  # Retrieved even if this request stops waiting.
       waited.add_done_callback(lambda f: f.cancelled() or f.exception())
     _, late = await asyncio.wait(waiting, timeout=self.answer_timeout_s)
+    replying = time.perf_counter()
     answers = []
     for i, waited in enumerate(waiting):
       if waited in late:
@@ -305,10 +463,13 @@ class CodedServer:
       answers.append(answer_to_json(i, waited.result()) if error is None
                      else error_to_json(i, error))
     num_errors = sum("error" in a for a in answers)
-    return _json_response(dict(
+    response = _json_response(dict(
         scheme=self.served.name, answers=answers, num_answered=len(answers) - num_errors,
         num_errors=num_errors,
     ))
+    self._timers["reply_s"] += time.perf_counter() - replying
+    self._counts["predicted"] += 1
+    return response
 
   async def _stats(self, request):
     del request
@@ -329,11 +490,27 @@ class CodedServer:
   def stats(self) -> dict[str, Any]:
     """The service's counters, with ``pending``, ``errored`` and ``"http"``."""
     stats = self._service.stats()
+    usage = resource.getrusage(resource.RUSAGE_SELF)
     return dict(
         **dataclasses.asdict(stats), pending=stats.pending, errored=stats.errored,
         http=dict(requests=self._counts["requests"], bad_requests=self._counts["bad_requests"],
-                  unresolved=self._counts["unresolved"]),
+                  unresolved=self._counts["unresolved"], busy=self._counts["busy"],
+                  predicted=self._counts["predicted"], inflight_bytes=self._budget.held,
+                  peak_inflight_bytes=self._budget.peak,
+                  max_body_bytes=self.max_body_bytes, max_inflight_bytes=self._budget.limit),
+        profile=dict(**self._service.profile.snapshot(),
+                     **{k: float(self._timers[k]) for k in
+                        ("read_s", "parse_s", "submit_s", "reply_s")},
+                     process_cpu_s=usage.ru_utime + usage.ru_stime),
+        replica=dict(pid=os.getpid(), id=self._replica_id()),
     )
+
+  @staticmethod
+  def _replica_id() -> str:
+    try:
+      return str(serve.get_replica_context().replica_id.unique_id)
+    except Exception:  # outside Serve, in a unit test
+      return str(os.getpid())
 
   def kill_worker(self, index: int) -> None:
     """Kills coded worker ``index`` now (chaos tests); Ray restarts it."""
@@ -350,6 +527,9 @@ class CodedServer:
     if service is not None and not self._stopped:
       self._stopped = True
       service.shutdown()
+    parser = getattr(self, "_parser", None)
+    if parser is not None:
+      parser.shutdown()
 
 
 def build_app(
@@ -358,9 +538,13 @@ def build_app(
     input_shape: tuple[int, ...],
     replica_cpus: float = 0.0,
     max_images: int = 1024,
-    max_body_bytes: int = 64 << 20,
+    max_body_bytes: int | None = None,
     answer_margin_s: float = 2.0,
     freeze_gc: bool = False,
+    num_replicas: int = 1,
+    max_inflight_bytes: int | None = None,
+    parse_workers: int = 1,
+    max_parse_queue: int = 64,
     **service_options,
 ) -> serve.Application:
   """A Serve application serving ``served`` (a Deployment or a function building one).
@@ -371,11 +555,16 @@ def build_app(
     replica_cpus: CPUs reserved for the replica (the master); 0 on a small
       machine, where reserved CPUs would keep the worker actors from starting.
     max_images, max_body_bytes, answer_margin_s, freeze_gc: see :class:`CodedServer`.
+    max_inflight_bytes, parse_workers, max_parse_queue: see :class:`CodedServer`.
+    num_replicas: Serve replicas; each is the master of its own N worker
+      actors (N x num_replicas actors in all).
     **service_options: keyword arguments of ``CodedService.start``.
   """
-  return CodedServer.options(ray_actor_options={"num_cpus": replica_cpus}).bind(
+  return CodedServer.options(
+      ray_actor_options={"num_cpus": replica_cpus}, num_replicas=int(num_replicas),
+  ).bind(
       served, tuple(input_shape), max_images, max_body_bytes, answer_margin_s, freeze_gc,
-      service_options,
+      service_options, max_inflight_bytes, parse_workers, max_parse_queue,
   )
 
 

@@ -44,13 +44,18 @@ always stops the actors it started.
 
 The service runs unchanged on a real cluster: pass ``address=`` (or call
 ``ray.init(address=...)`` first) and ``worker_options`` to place the actors
-(e.g. ``{"num_cpus": 1}`` or ``{"num_gpus": 1}``).
+(e.g. ``{"num_cpus": 1}`` or ``{"num_gpus": 1}``). The workers are spread over
+the nodes (``scheduling_strategy="SPREAD"``, ``serving.actors``); a cluster that
+cannot place them all is refused at once with the CPUs (GPUs, ...) needed and
+available. ``shutdown`` returns once every worker actor is dead (its process
+gone), not merely asked to die.
 """
 
 from __future__ import annotations
 
 import collections
 import concurrent.futures
+import contextlib
 import itertools
 import logging
 import queue
@@ -65,16 +70,23 @@ from jax.typing import ArrayLike
 
 from jaxcoded import deployment as deployment_lib
 from jaxcoded import queries as queries_lib
+from jaxcoded.serving import actors as actors_lib
 from jaxcoded.serving import batching, collection
 from jaxcoded.serving import latency as latency_lib
 from jaxcoded.serving import worker as worker_lib
 from jaxcoded.serving.types import (
-    Answer, Counters, GroupRecord, QueryNotDecoded, ServiceStats, ServiceStopped, WorkerStatus,
+  Answer,
+  Counters,
+  GroupRecord,
+  QueryNotDecoded,
+  ServiceStats,
+  ServiceStopped,
 )
 
-__all__ = ["CodedService", "default_min_returns"]
+__all__ = ["CodedService", "Profile", "default_min_returns"]
 
 _LOG = logging.getLogger(__name__)
+_FINITE = queries_lib.QuerySpec(what="queries")
 
 
 def default_min_returns(scheme) -> int:
@@ -92,6 +104,32 @@ def _resolve(
       future.set_exception(error)
   except concurrent.futures.InvalidStateError:  # Cancelled by the caller.
     pass
+
+
+class Profile:
+  """Where the master's time goes: seconds per stage, summed over groups (thread-safe).
+
+  ``encode_s`` (pad and encode a group), ``dispatch_s`` (the N ``.remote``
+  calls that ship the coded inputs), ``fetch_s`` (``ray.get`` of the outputs
+  that arrived: deserialization), ``decode_s`` (each decode), ``release_s``
+  (answers built and futures resolved). Wall time measured with
+  ``time.perf_counter`` on the master's threads; divide by ``stats().groups``
+  for a per-group cost.
+  """
+
+  STAGES = ("encode_s", "dispatch_s", "fetch_s", "decode_s", "release_s")
+
+  def __init__(self):
+    self._lock = threading.Lock()
+    self._totals = collections.Counter()
+
+  def add(self, stage: str, seconds: float) -> None:
+    with self._lock:
+      self._totals[stage] += seconds
+
+  def snapshot(self) -> dict[str, float]:
+    with self._lock:
+      return {stage: float(self._totals[stage]) for stage in self.STAGES}
 
 
 class CodedService:
@@ -116,6 +154,8 @@ class CodedService:
       output_example: np.ndarray,
       incarnations: list[set[str]],
       owns_ray: bool,
+      flush: str = "timer",
+      stop_timeout_s: float = 30.0,
   ):
     self.deployment = deployment
     self.input_shape = input_shape
@@ -130,6 +170,11 @@ class CodedService:
     self._decode = decode
     self._output_example = output_example
     self._owns_ray = owns_ray
+    self.flush = flush
+    self.stop_timeout_s = stop_timeout_s
+    self.profile = Profile()
+    self._expected = 0  # submits announced by ``expecting`` and not made yet
+    self._survivors: list[int] = []
     self._counters = Counters(len(workers), incarnations)
     self._records = collections.deque(maxlen=keep_groups) if keep_groups else None
     self._group_ids = itertools.count()
@@ -164,6 +209,9 @@ class CodedService:
       keep_groups: int = 0,
       max_groups_in_flight: int = 64,
       ready_timeout_s: float = 300.0,
+      flush: str = "timer",
+      check_resources: bool = True,
+      stop_timeout_s: float = 30.0,
   ) -> "CodedService":
     """Starts N worker actors and the master; returns when every worker is ready.
 
@@ -190,11 +238,20 @@ class CodedService:
         (None: start a local instance, or ``RAY_ADDRESS``).
       ray_init_kwargs: more arguments for ``ray.init`` in that case (e.g.
         ``num_cpus``, ``runtime_env``).
-      worker_options: Ray actor options for the workers (default
-        ``{"num_cpus": 0}``: simulated workers hold no CPU slot).
+      worker_options: Ray actor options for the workers, over the defaults
+        ``{"num_cpus": 0, "max_restarts": -1, "max_task_retries": 0,
+        "scheduling_strategy": "SPREAD"}`` (simulated workers hold no CPU
+        slot; Ray restarts a dead one; the actors spread over the nodes).
       keep_groups: keep a :class:`GroupRecord` of the last this many groups.
       max_groups_in_flight: groups collected concurrently (threads).
-      ready_timeout_s: how long to wait for the workers to start.
+      ready_timeout_s: how long to wait for the workers to start; at the
+        end a TimeoutError names the workers that are not up.
+      flush: when a partial group leaves (``serving.batching``): ``"timer"``
+        after ``max_wait_s``; ``"adaptive"`` as soon as nothing is queued or
+        announced (:meth:`expecting`), so a lone client does not wait.
+      check_resources: refuse at once (ValueError naming the resources
+        needed and available) when the cluster cannot place every worker.
+      stop_timeout_s: how long :meth:`shutdown` waits for the actors to die.
 
     Returns:
       The running service.
@@ -218,6 +275,9 @@ class CodedService:
       raise ValueError(
           f"CodedService: max_retries must be an integer >= 0, got {max_retries!r}."
       )
+    if flush not in batching.FLUSH_POLICIES:
+      raise ValueError(f"CodedService: flush must be one of {batching.FLUSH_POLICIES}, got "
+                       f"{flush!r}.")
     latencies = _per_worker(latency, n)
     if task_sources is None:
       task_sources = [deployment.worker(i) for i in range(n)]
@@ -234,19 +294,18 @@ class CodedService:
       encode = jax.jit(deployment.encode)
       decode = jax.jit(deployment.decode)
       coded = np.asarray(encode(np.zeros((deployment.num_queries,) + input_shape, dtype)))
-      options = {
-          "num_cpus": 0, "max_restarts": -1, "max_task_retries": 0, **(worker_options or {})
-      }
+      options = actors_lib.actor_options(worker_options)
+      if check_resources:
+        actors_lib.check_resources(options, n, "coded workers")
       remote = ray.remote(worker_lib.CodedWorker).options(**options)
       enable_x64 = bool(jax.config.jax_enable_x64)
       for i in range(n):
         workers.append(remote.remote(i, sources[i], latencies[i], coded[i], enable_x64))
-      probes = ray.get([w.probe.remote() for w in workers], timeout=ready_timeout_s)
+      probes = _wait_ready(workers, options, ready_timeout_s)
       outputs = np.stack([output for output, _ in probes])
       decode(outputs, np.ones((n,), bool))  # Compiles the decoder before the first group.
     except BaseException:
-      for w in workers:
-        ray.kill(w, no_restart=True)
+      actors_lib.kill_and_wait(workers, stop_timeout_s)
       if owns_ray:
         ray.shutdown()
       raise
@@ -257,6 +316,7 @@ class CodedService:
         keep_groups=keep_groups, max_groups_in_flight=max_groups_in_flight, encode=encode,
         decode=decode, output_example=np.zeros_like(outputs[0]),
         incarnations=[{incarnation} for _, incarnation in probes], owns_ray=owns_ray,
+        flush=flush, stop_timeout_s=stop_timeout_s,
     )
 
   # -- the client API -------------------------------------------------------------
@@ -271,7 +331,7 @@ class CodedService:
     refused alone, and the rest of the batch is served.
 
     Args:
-      images: (B, *input_shape) array, or a sequence of B queries.
+      images: ``(B, *input_shape)`` array, or a sequence of B queries.
 
     Raises:
       ServiceStopped: after :meth:`shutdown`.
@@ -287,21 +347,28 @@ class CodedService:
             f"{images.shape} (wrap one image as images[None])."
         )
       rows = list(images)
-    futures, rejected = [], []
+    futures, rejected, accepted = [], [], []
+    checked = []
+    for i, row in enumerate(rows):  # outside the lock: checking is the costly part
+      try:
+        checked.append((self.check_query(row, i), None))
+      except ValueError as error:
+        checked.append((None, error))
     with self._counters.lock:
       if self._stopped:
         raise ServiceStopped("CodedService.submit: the service was shut down.")
-      for i, row in enumerate(rows):
+      now = time.monotonic()
+      for image, error in checked:
         future = concurrent.futures.Future()
         futures.append(future)
-        try:
-          image = self.check_query(row, i)
-        except ValueError as error:
+        if error is not None:
           self._counters.add_locked("rejected")
           rejected.append((future, error))
           continue
         self._counters.add_locked("submitted")
-        self._queue.put(batching.Query(image, future, time.monotonic()))
+        accepted.append(batching.Query(image, future, now))
+      if accepted:  # one item: a submit's queries stay together, in order
+        self._queue.put(accepted)
     for future, error in rejected:  # outside the lock: a done-callback may call back in
       _resolve(future, error=error)
     return futures
@@ -312,7 +379,7 @@ class CodedService:
     """Serves B queries and waits for all of them.
 
     Args:
-      images: (B, *input_shape) array, or a sequence of B queries.
+      images: ``(B, *input_shape)`` array, or a sequence of B queries.
       timeout: seconds to wait for each answer (None: as long as it takes;
         every query gets an answer or an error by its group's deadline).
 
@@ -339,13 +406,52 @@ class CodedService:
     with self._counters.lock:
       return list(self._records or ())
 
-  def kill_worker(self, index: int) -> None:
-    """Kills worker ``index``'s process now (chaos testing); Ray restarts it."""
+  def kill_worker(self, index: int, wait_s: float = 30.0) -> None:
+    """Kills worker ``index``'s process (chaos testing); Ray restarts it.
+
+    Returns once the killed process has exited (``ray.kill`` alone returns
+    before), so calls sent afterwards cannot reach it; at most ``wait_s``.
+
+    Raises:
+      TimeoutError: the process still ran after ``wait_s``.
+    """
     if not 0 <= index < len(self._workers):
       raise ValueError(
           f"CodedService.kill_worker: worker {index} is not in 0..{len(self._workers) - 1}."
       )
-    ray.kill(self._workers[index], no_restart=False)
+    if not actors_lib.kill_and_wait_restartable(self._workers[index], wait_s):
+      raise TimeoutError(f"CodedService.kill_worker: worker {index} still ran {wait_s:g} s "
+                         "after ray.kill.")
+
+  @contextlib.contextmanager
+  def expecting(self, count: int = 1):
+    """Announces ``count`` submits on their way (a request being read or parsed).
+
+    With ``flush="adaptive"`` a partial group waits (at most ``max_wait_s``)
+    while submits are announced, instead of leaving at once:
+
+      with service.expecting():
+        queries = parse(body)
+        futures = service.submit(queries)
+    """
+    with self._counters.lock:
+      self._expected += count
+    try:
+      yield
+    finally:
+      with self._counters.lock:
+        self._expected -= count
+        idle = self._expected == 0
+      if idle:
+        self._queue.put(batching.NUDGE)
+
+  def _idle(self) -> bool:
+    with self._counters.lock:
+      return self._expected == 0
+
+  def worker_processes(self) -> list[tuple[str, int] | None]:
+    """Each worker's current process as (Ray node id, pid), None where Ray does not say."""
+    return [actors_lib.process_of(w) for w in self._workers]
 
   @property
   def num_workers(self) -> int:
@@ -360,6 +466,14 @@ class CodedService:
     first to finish (unless it too comes from a service thread). A query
     whose group fails once shutdown has begun is not retried: it gets its
     :class:`QueryNotDecoded` at once.
+
+    When it returns (from a thread that is not the service's), every worker
+    actor is dead: a call on its handle fails with ``ActorDiedError`` and its
+    process has exited (``serving.actors.kill_and_wait``, at most
+    ``stop_timeout_s``).
+
+    Raises:
+      RuntimeError: some actor still lived ``stop_timeout_s`` after it was killed.
     """
     with self._counters.lock:
       if not self._stopped:
@@ -369,6 +483,11 @@ class CodedService:
         self._stopper.start()
     if not self._on_service_thread():
       self._stopper.join()
+      if self._survivors:
+        raise RuntimeError(
+            f"CodedService.shutdown: worker actors {self._survivors} still lived "
+            f"{self.stop_timeout_s:g} s after ray.kill."
+        )
 
   def _on_service_thread(self) -> bool:
     current = threading.current_thread()
@@ -381,13 +500,11 @@ class CodedService:
       self._batcher.join()
       self._collectors.shutdown(wait=True)
     finally:
-      for w in self._workers:
-        try:
-          ray.kill(w, no_restart=True)
-        except Exception:  # pylint: disable=broad-except  (already gone)
-          pass
-      if self._owns_ray:
-        ray.shutdown()
+      try:
+        self._survivors = actors_lib.kill_and_wait(self._workers, self.stop_timeout_s)
+      finally:
+        if self._owns_ray:
+          ray.shutdown()
 
   def __enter__(self) -> "CodedService":
     return self
@@ -400,25 +517,33 @@ class CodedService:
   def check_query(self, image: ArrayLike, index: int = 0) -> np.ndarray:
     """The query as the service's dtype; ValueError naming it if it must be refused."""
     array = np.asarray(image)
-    queries_lib.check(array[None], (1, *self.input_shape), self.deployment.query_range,
+    # The deployment's value checks, else at least finiteness: one NaN query
+    # would spoil the decoded answer of every query in its group.
+    spec = self.deployment.query_range or _FINITE
+    queries_lib.check(array[None], (1, *self.input_shape), spec,
                       f"CodedService: query {index} of the batch")
     return array.astype(self.dtype)
 
   def _batch_loop(self) -> None:
     k = self.deployment.num_queries
-    for batch in batching.groups(self._queue, k, self.max_wait_s):
+    for batch in batching.groups(self._queue, k, self.max_wait_s, flush=self.flush,
+                                 idle=self._idle):
       self._dispatch(batch)
 
   def _dispatch(self, batch: list[batching.Query]) -> None:
     k = self.deployment.num_queries
     group_id = next(self._group_ids)
     try:
+      started = time.perf_counter()
       padded = batching.pad(batch, k, self.input_shape, self.dtype)
       coded = np.asarray(self._encode(padded))
+      encoded = time.perf_counter()
       # Workers skip calls that start after the deadline (wall clock: worker
       # machines share it through NTP to well within a deadline).
       deadline = time.time() + self.timeout_s if self.shed_late_calls else None
       refs = [w.run.remote(coded[n], deadline) for n, w in enumerate(self._workers)]
+      self.profile.add("encode_s", encoded - started)
+      self.profile.add("dispatch_s", time.perf_counter() - encoded)
     except Exception as error:  # An encoder failure fails its queries, not the service.
       _LOG.exception("group %d: dispatch failed", group_id)
       self._counters.add("not_decoded", len(batch))
@@ -437,6 +562,7 @@ class CodedService:
           group, answers, decode=self._decode_outputs, release=self._release,
           output_example=self._output_example, min_returns=self.min_returns,
           timeout_s=self.timeout_s, counters=self._counters, stopped=lambda: self._stopped,
+          profile=self.profile,
       )
       self._finish(group, answers, mask, status)
     except BaseException as error:  # Never leave a query without an outcome.
@@ -466,6 +592,7 @@ class CodedService:
     self._counters.add("answered", len(released))
     for future, answer in released:
       _resolve(future, answer)
+    self.profile.add("release_s", time.monotonic() - now)  # monotonic: the answers' clock
 
   def _finish(
       self, group: batching.Group, answers: collection.GroupAnswers, mask: np.ndarray, status: tuple[str, ...]
@@ -505,8 +632,26 @@ class CodedService:
     return True
 
   def _decode_outputs(self, outputs: np.ndarray, mask: np.ndarray) -> collection.Decoded:
+    started = time.perf_counter()
     decoded = self._decode(outputs, mask)
-    return collection.Decoded(np.asarray(decoded.values), np.asarray(decoded.answered))
+    result = collection.Decoded(np.asarray(decoded.values), np.asarray(decoded.answered))
+    self.profile.add("decode_s", time.perf_counter() - started)
+    return result
+
+
+def _wait_ready(workers: list[Any], options: dict[str, Any], timeout_s: float) -> list[Any]:
+  """Every worker's probe, or a TimeoutError naming those not up and the cluster's resources."""
+  refs = [w.probe.remote() for w in workers]
+  ready, pending = ray.wait(refs, num_returns=len(refs), timeout=timeout_s)
+  del ready
+  if pending:
+    missing = [refs.index(ref) for ref in pending]
+    raise TimeoutError(
+        f"CodedService: workers {missing} of {len(workers)} were not up after {timeout_s:g} s "
+        f"(actor options {options}; cluster resources available "
+        f"{ray.available_resources()} of {ray.cluster_resources()})."
+    )
+  return ray.get(refs)
 
 
 def _per_worker(latency, num_workers: int) -> list[latency_lib.WorkerLatency]:

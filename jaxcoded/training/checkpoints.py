@@ -7,6 +7,12 @@ every restore is checked against it. A damaged step is never restored: the
 newest intact one is, with a warning naming the damaged one (and, when
 training resumes, the damaged step is moved to ``<step>.damaged`` so that it
 can be saved again); with none intact, ``CheckpointCorruptedError``.
+
+In a multi-process job (``jaxcoded.distributed``) every process takes part in
+each save and restore (Orbax's multi-process support: the arrays are global),
+while process 0 alone writes the checksum manifest and moves damaged steps
+away; :func:`restore_module` reads a module back as plain arrays of this
+process.
 """
 
 from __future__ import annotations
@@ -21,7 +27,7 @@ import ml_collections
 import orbax.checkpoint as ocp
 from flax import nnx
 
-from jaxcoded import integrity
+from jaxcoded import distributed, integrity
 
 __all__ = ["CHECKPOINT_DIR", "CONFIG_FILE", "manager", "read_config", "restore_latest_train_state",
            "restore_module", "restore_train_state", "save_train_state"]
@@ -49,9 +55,17 @@ def manager(workdir: str | os.PathLike, keep: int | None = None) -> ocp.Checkpoi
   step and verifies restores against it (``integrity.CheckedCheckpointManager``).
   """
   options = ocp.CheckpointManagerOptions(max_to_keep=keep) if keep else None
-  return integrity.CheckedCheckpointManager(
-      pathlib.Path(workdir).absolute() / CHECKPOINT_DIR, options=options
-  )
+  return _Manager(pathlib.Path(workdir).absolute() / CHECKPOINT_DIR, options=options)
+
+
+class _Manager(integrity.CheckedCheckpointManager):
+  """The checked manager, with the manifest written by process 0 only (one file, one writer)."""
+
+  def _write_pending_manifest(self) -> None:
+    if not distributed.is_main():
+      self._pending_manifest = None
+      return
+    super()._write_pending_manifest()
 
 
 def save_train_state(
@@ -102,7 +116,10 @@ def restore_latest_train_state(
   """
   args = _train_state_args(model, optimizer)
   try:
-    found = checkpoints.restore_newest_intact(lambda step: args, quarantine_damaged=True)
+    # Process 0 moves damaged steps away; the others see that after the barrier below.
+    found = checkpoints.restore_newest_intact(
+        lambda step: args, quarantine_damaged=distributed.is_main()
+    )
   except integrity.CheckpointCorruptedError as error:
     raise integrity.CheckpointCorruptedError(
         error.step_dir, error.problem, failures=error.failures,
@@ -111,6 +128,9 @@ def restore_latest_train_state(
         "complete; those are ignored): they are damaged, or of another model. Move them away "
         "(or use another workdir) to start afresh.",
     ) from error
+  if distributed.is_multiprocess():
+    distributed.barrier(f"restored {checkpoints.directory}")
+    checkpoints.reload()
   if found is None:
     return 0
   step, restored = found
@@ -162,6 +182,13 @@ def restore_module(
       )
     template = nnx.eval_shape(lambda: build(config)) if abstract else build(config)
     graphdef, abstract_state = nnx.split(template)
+    if abstract and distributed.is_multiprocess():
+      # Without a sharding Orbax cannot place a restored array in a multi-process job: read
+      # it whole onto this process's first device (a plain array, as in one process).
+      here = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
+      abstract_state = jax.tree.map(
+          lambda leaf: jax.ShapeDtypeStruct(leaf.shape, leaf.dtype, sharding=here)
+          if isinstance(leaf, jax.ShapeDtypeStruct) else leaf, abstract_state)
     args = ocp.args.Composite(model=ocp.args.StandardRestore(abstract_state))
     mismatch = lambda error, at: ValueError(  # noqa: E731
         f"The checkpoint in {workdir} (step {at}) does not match the module built from its "

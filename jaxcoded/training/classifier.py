@@ -176,7 +176,7 @@ def evaluate(
     labels = dataset.labels[start : start + batch_size]
     valid = np.arange(batch_size) < len(labels)
     pad = batch_size - len(labels)
-    images = np.pad(images, ((0, pad), (0, 0), (0, 0), (0, 0)))
+    images = np.pad(images, ((0, pad),) + ((0, 0),) * (images.ndim - 1))
     labels = np.pad(labels, (0, pad))
     batch_loss, batch_correct = _eval_sums(eval_model, images, labels, valid)
     loss_sum += float(batch_loss)
@@ -200,7 +200,7 @@ def train(
   """Trains a base classifier as configured and evaluates it on the test split.
 
   Config fields, besides those of ``loop.fit`` and ``optimizers.make_optimizer``:
-    dataset: a name from ``data.DATASETS``; data_dir, data_source (optional):
+    dataset: a registered dataset (``data.datasets()``); data_dir, data_source (optional):
       passed to ``data.load``.
     model: a name from ``models.MODELS``; model_kwargs (optional): passed to
       ``models.create``; num_classes: must match the dataset.

@@ -28,7 +28,7 @@ import json
 import os
 import time
 from collections.abc import Iterator
-from typing import Any
+from typing import Any, Callable, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -37,8 +37,9 @@ import numpy as np
 import optax
 from flax import nnx
 
-from jaxcoded import data, deployment, models, stragglers, workers
+from jaxcoded import data, deployment, distributed, models, stragglers
 from jaxcoded import load as load_lib
+from jaxcoded.comparison import metrics
 from jaxcoded.schemes import learned, systematic
 from jaxcoded.training import checkpoints, classifier, loop
 
@@ -94,58 +95,97 @@ def _optional_tuple(value):
   return tuple(int(v) for v in value) if value else None
 
 
-# Schemes whose workers run the frozen base classifier.
-_AROUND_THE_CLASSIFIER = ("lagrange", "systematic")
+def _polynomial(config, input_shape, num_classes, classifier, rngs):
+  del classifier  # its workers run their own network
+  return learned.PolynomialCode.create(
+      config.num_queries, config.num_queries + config.num_stragglers, input_shape, num_classes,
+      encoder_degree=config.encoder_degree,
+      encoder_features=config.encoder_features,
+      worker_features=tuple(config.worker_features),
+      worker_out=config.worker_out,
+      power=config.power,
+      num_activations=config.num_activations,
+      worker_kernel=config.get("worker_kernel", 3),
+      worker_groups=config.get("worker_groups", 1),
+      worker_space_to_depth=config.get("worker_space_to_depth", 1),
+      worker_pools=_optional_tuple(config.get("worker_pools", None)),
+      worker_activation_at=_optional_tuple(config.get("worker_activation_at", None)),
+      head_hidden=config.head_hidden,
+      rngs=rngs,
+  )
+
+
+def _lagrange(config, input_shape, num_classes, classifier, rngs):
+  return learned.LearnedLagrangeCode.create(
+      classifier, config.num_queries, config.num_queries + config.num_stragglers, input_shape,
+      num_classes, recovery_threshold=config.recovery_threshold,
+      encoder_features=config.encoder_features, rngs=rngs,
+  )
+
+
+def _systematic(config, input_shape, num_classes, classifier, rngs):
+  return systematic.LearnedSystematicCode.create(
+      classifier, config.num_queries, config.num_stragglers, input_shape, num_classes,
+      encoder_features=config.encoder_features,
+      decoder_hidden=tuple(config.get("decoder_hidden", (256, 256))),
+      rngs=rngs,
+  )
+
+
+def _at_trained_n(code) -> list[tuple[int, nnx.Module]]:
+  return [(s, code) for s in range(code.max_stragglers + 1)]
+
+
+def _with_each_parity_count(code) -> list[tuple[int, nnx.Module]]:
+  return [(s, code.with_num_parities(s)) for s in range(1, code.max_parities + 1)]
+
+
+class LearnedKind(NamedTuple):
+  """One learned code: how a training config builds it and how its report deploys it.
+
+  Attributes:
+    build: ``build(config, input_shape, num_classes, classifier, rngs)``.
+    around_classifier: its workers run the frozen base classifier (which
+      ``build`` then needs, and which is not trained).
+    report_deployments: the code -> [(S, the code as deployed for S)].
+  """
+
+  build: Callable[..., nnx.Module]
+  around_classifier: bool
+  report_deployments: Callable[[nnx.Module], list[tuple[int, nnx.Module]]] = _at_trained_n
+
+
+# The one table of learned codes, by ``config.scheme``: what ``train`` trains,
+# ``load`` restores and the comparison deploys (kind "learned" or
+# "learned_systematic", ``jaxcoded.comparison.builders``).
+LEARNED_CODES = {
+    "polynomial": LearnedKind(_polynomial, around_classifier=False),
+    "lagrange": LearnedKind(_lagrange, around_classifier=True),
+    "systematic": LearnedKind(_systematic, around_classifier=True,
+                              report_deployments=_with_each_parity_count),
+}
+
+
+def learned_kind(config: ml_collections.ConfigDict) -> LearnedKind:
+  """The table entry of ``config.scheme``; ValueError naming the known ones otherwise."""
+  if config.scheme not in LEARNED_CODES:
+    raise ValueError(f"Unknown scheme {config.scheme!r}; use one of {tuple(LEARNED_CODES)}.")
+  return LEARNED_CODES[config.scheme]
 
 
 def build_code(
     config: ml_collections.ConfigDict,
-    input_shape: tuple[int, int, int],
+    input_shape: tuple[int, ...],
     num_classes: int,
     *,
     classifier: nnx.Module | None = None,
     rngs: nnx.Rngs,
 ) -> nnx.Module:
-  """The code a config describes: ``config.scheme`` is "polynomial", "lagrange" or "systematic"."""
-  num_workers = config.num_queries + config.num_stragglers
-  if config.scheme == "polynomial":
-    return learned.PolynomialCode.create(
-        config.num_queries, num_workers, input_shape, num_classes,
-        encoder_degree=config.encoder_degree,
-        encoder_features=config.encoder_features,
-        worker_features=tuple(config.worker_features),
-        worker_out=config.worker_out,
-        power=config.power,
-        num_activations=config.num_activations,
-        worker_kernel=config.get("worker_kernel", 3),
-        worker_groups=config.get("worker_groups", 1),
-        worker_space_to_depth=config.get("worker_space_to_depth", 1),
-        worker_pools=_optional_tuple(config.get("worker_pools", None)),
-        worker_activation_at=_optional_tuple(config.get("worker_activation_at", None)),
-        head_hidden=config.head_hidden,
-        rngs=rngs,
-    )
-  if config.scheme == "lagrange":
-    if classifier is None:
-      raise ValueError("build_code: the learned Lagrange code needs the base classifier.")
-    return learned.LearnedLagrangeCode.create(
-        classifier, config.num_queries, num_workers, input_shape, num_classes,
-        recovery_threshold=config.recovery_threshold,
-        encoder_features=config.encoder_features,
-        rngs=rngs,
-    )
-  if config.scheme == "systematic":
-    if classifier is None:
-      raise ValueError("build_code: the learned systematic code needs the base classifier.")
-    return systematic.LearnedSystematicCode.create(
-        classifier, config.num_queries, config.num_stragglers, input_shape, num_classes,
-        encoder_features=config.encoder_features,
-        decoder_hidden=tuple(config.get("decoder_hidden", (256, 256))),
-        rngs=rngs,
-    )
-  raise ValueError(
-      f"Unknown scheme {config.scheme!r}; use 'polynomial', 'lagrange' or 'systematic'."
-  )
+  """The code a config describes (``config.scheme``, one of ``LEARNED_CODES``)."""
+  kind = learned_kind(config)
+  if kind.around_classifier and classifier is None:
+    raise ValueError(f"build_code: the learned {config.scheme} code needs the base classifier.")
+  return kind.build(config, input_shape, num_classes, classifier, rngs)
 
 
 def load(
@@ -167,10 +207,9 @@ def load(
           f"{workdir} holds a {config.get('task', 'classifier')!r} run, not a learned code "
           "(config.task == 'coder')."
       )
-    frozen = (classifier.build_model(config.base) if config.scheme in _AROUND_THE_CLASSIFIER
-              else None)
+    frozen = classifier.build_model(config.base) if learned_kind(config).around_classifier else None
     return build_code(
-        config, models.INPUT_SHAPES[config.base.model], config.base.num_classes,
+        config, data.dataset_spec(config.base.dataset).input_shape, config.base.num_classes,
         classifier=frozen, rngs=nnx.Rngs(0),
     )
 
@@ -199,7 +238,6 @@ def evaluate_code(
   Returns:
     (M,) accuracies (unanswered queries count wrong).
   """
-  from jaxcoded.comparison import metrics  # pylint: disable=g-import-not-at-top  (it imports training)
 
   k = code.num_queries
   num_groups = len(dataset) // k if max_groups is None else min(max_groups, len(dataset) // k)
@@ -259,15 +297,16 @@ def make_loss_fn(
   return loss_fn
 
 
-def report_deployments(code: nnx.Module) -> list[tuple[int, nnx.Module]]:
+def report_deployments(
+    config: ml_collections.ConfigDict, code: nnx.Module
+) -> list[tuple[int, nnx.Module]]:
   """(S, the code as deployed for S stragglers) for the end-of-training report.
 
   A learned systematic code at N = K + S for S = 1 .. P (its first S
-  parities); the other codes at their trained N for S = 0 .. N - R.
+  parities); the other codes at their trained N for S = 0 .. N - R
+  (``LEARNED_CODES``).
   """
-  if isinstance(code, systematic.LearnedSystematicCode):
-    return [(s, code.with_num_parities(s)) for s in range(1, code.max_parities + 1)]
-  return [(s, code) for s in range(code.max_stragglers + 1)]
+  return learned_kind(config).report_deployments(code)
 
 
 def _predict_logits(model: nnx.Module, images: np.ndarray, batch_size: int = 2000) -> np.ndarray:
@@ -292,9 +331,9 @@ def train(config: ml_collections.ConfigDict, workdir: str | os.PathLike) -> loop
     and the training time.
   """
   workdir = os.path.abspath(workdir)
-  mesh = workers.mesh_for_config(
+  mesh = distributed.mesh_for_config(
       config.get("mesh_devices"), config.num_queries + config.num_stragglers
-  )  # fail before any training
+  )  # fail before any training; process-aware in a multi-process job
   os.makedirs(workdir, exist_ok=True)
   base_workdir = config.get("base_workdir") or os.path.join(workdir, "base")
   started = time.time()
@@ -306,7 +345,9 @@ def train(config: ml_collections.ConfigDict, workdir: str | os.PathLike) -> loop
   input_shape = train_ds.image_shape
   base_accuracy = float(np.mean(np.argmax(_predict_logits(base_model, test_ds.images), -1)
                                 == test_ds.labels))
-  base_flops = models.flops_per_example(config.base.model, input_shape)
+  base_flops = models.flops_per_example(config.base.model, input_shape,
+                                        model_kwargs=config.base.get("model_kwargs"),
+                                        num_classes=config.base.num_classes)
 
   code = build_code(
       config, input_shape, train_ds.num_classes, classifier=base_model,
@@ -341,13 +382,13 @@ def train(config: ml_collections.ConfigDict, workdir: str | os.PathLike) -> loop
       make_loss_fn(float(config.distill_weight), float(config.temperature), mesh, flip),
       lambda start: batches(start_step=start),
       num_steps=config.num_steps, workdir=workdir, config=config, learning_rate_fn=schedule,
-      wrt=learned.trainable(code),
+      wrt=learned.trainable(code), mesh=mesh,
   )
   train_seconds = time.time() - started
 
   accuracy_by_s = {}
   eval_key = jax.random.key(config.seed + 2)
-  for s, deployed in report_deployments(code):
+  for s, deployed in report_deployments(config, code):
     accuracies = evaluate_code(
         deployed, test_ds, s, num_masks=config.eval_num_masks, key=jax.random.fold_in(eval_key, s),
         max_groups=config.get("eval_max_groups", None),
@@ -371,5 +412,6 @@ def train(config: ml_collections.ConfigDict, workdir: str | os.PathLike) -> loop
       worker_fraction={l.design: l.worker_fraction for l in loads},
       load_table=load_lib.format_load_table(loads),
   )
-  _write_json(os.path.join(workdir, "results.json"), results)
+  if distributed.is_main():  # one writer in a multi-process job
+    _write_json(os.path.join(workdir, "results.json"), results)
   return dataclasses.replace(fit, report=results)

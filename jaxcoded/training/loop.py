@@ -36,6 +36,7 @@ is the one "trained" marker.
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import functools
 import itertools
@@ -56,7 +57,7 @@ import tqdm
 from absl import logging
 from flax import nnx
 
-from jaxcoded import integrity
+from jaxcoded import distributed, integrity
 from jaxcoded.training import checkpoints
 
 __all__ = [
@@ -71,6 +72,14 @@ __all__ = [
 
 Batch = Any
 LossFn = Callable[[nnx.Module, Batch, jax.Array], tuple[jax.Array, Mapping[str, jax.Array]]]
+
+# How many dispatched steps may be unfinished when the host dispatches the next one. XLA's CPU
+# client admits at most 32 programs in flight per device; past that, a launch blocks a thread of
+# its client pool, which has max(cores, devices) threads: exactly one per device on a machine with
+# fewer cores than devices. A program with collectives needs one pool thread per device at once,
+# so blocked launches starved it and its all-gather rendezvous timed out (docs/scaling.md, "The
+# 8-device deadlock"). A few steps ahead keep the device busy all the same.
+MAX_STEPS_IN_FLIGHT = 4
 
 CHECKPOINT_DIR = checkpoints.CHECKPOINT_DIR
 CONFIG_FILE = checkpoints.CONFIG_FILE
@@ -126,13 +135,16 @@ def _train_step(
 class _Step:
   """The compiled train step of one (model and optimizer structure, loss, batch structure).
 
-  ``fn(leaves, carry, batch, key) -> (leaves, carry)`` is one ``jax.jit`` of a
+  ``fn(leaves, carry, batch, key) -> (leaves, carry, done)`` is one ``jax.jit`` of a
   pure function: ``leaves`` are the arrays of ``nnx.state((model,
   optimizer))`` in ``jax.tree.flatten`` order (a flat list: the cheapest
   pytree to pass), ``carry`` is ``{"step": int32, "history": {name: (window,
   ...)}}``; step ``s`` writes its metrics into slot ``(s - 1) % window`` of
   the history. Both are donated: nothing is copied and nothing leaves the
-  device. ``metric_spec`` is the metrics' structure (from ``jax.eval_shape``).
+  device. ``done`` is the step's number in a buffer of its own (not donated
+  later): the loop waits on it to bound how far the host runs ahead
+  (``MAX_STEPS_IN_FLIGHT``). ``metric_spec`` is the metrics' structure (from
+  ``jax.eval_shape``).
   """
 
   fn: Callable[..., Any]
@@ -182,7 +194,7 @@ def _compile_step(graphdef, treedef, loss_fn: LossFn, window: int, batch_spec, l
     leaves, metrics = pure(leaves, batch, jax.random.fold_in(key, number))
     slot = (number - 1) % window
     history = {name: carry["history"][name].at[slot].set(metrics[name]) for name in metric_spec}
-    return leaves, {"step": number, "history": history}
+    return leaves, {"step": number, "history": history}, number + 0
 
   return _Step(jax.jit(step, donate_argnums=(0, 1)), dict(metric_spec), window)
 
@@ -203,6 +215,14 @@ def _leaves_of(graph, treedef) -> list[Any]:
   if found != treedef:
     raise ValueError("eval_fn changed the structure of the model's state.")
   return leaves
+
+
+def _global_batches(batches: Iterator[Batch], mesh: jax.sharding.Mesh) -> Iterator[Batch]:
+  """Host batches -> global arrays: each process hands JAX only its own rows of each batch."""
+  for batch in batches:
+    size = jax.tree.leaves(batch)[0].shape[0]
+    rows = distributed.process_rows(size, mesh)
+    yield distributed.global_batch(jax.tree.map(lambda leaf: leaf[rows], batch), mesh, size)
 
 
 def _truncate_metrics(path: pathlib.Path, last_step: int) -> None:
@@ -238,6 +258,7 @@ def fit(
     eval_fn: Callable[[nnx.Module], Mapping[str, float]] | None = None,
     learning_rate_fn: optax.Schedule | None = None,
     wrt: nnx.filterlib.Filter = nnx.Param,
+    mesh: jax.sharding.Mesh | None = None,
 ) -> TrainResult:
   """Trains ``model`` in place for ``num_steps`` optimizer steps, resuming if it can.
 
@@ -301,6 +322,13 @@ def fit(
     wrt: which variables to train (an NNX filter, e.g. ``nnx.All(nnx.Param,
       nnx.PathContains("encoder"))`` to leave a frozen sub-model alone); the
       rest is neither differentiated nor decayed.
+    mesh: a 1-D device mesh (``distributed.global_mesh``) to run the job
+      over: the state is replicated on its devices, each batch is split over
+      them along axis 0 (each process supplies only its own rows), and
+      checkpoints hold global arrays. Default: none in one process, every
+      device of every process in a multi-process job. Only process 0 writes
+      ``config.json``, ``metrics.jsonl`` and ``final_metrics.json``; after the
+      run the model holds this process's copy of the state.
 
   Returns:
     A :class:`TrainResult`.
@@ -319,10 +347,18 @@ def fit(
       raise ValueError(f"config.{name} must be >= 1, got {config[name]}.")
   workdir = pathlib.Path(workdir).absolute()
   workdir.mkdir(parents=True, exist_ok=True)
-  (workdir / CONFIG_FILE).write_text(config.to_json(indent=2, sort_keys=True) + "\n")
+  main = distributed.is_main()  # only process 0 writes config, metrics and final metrics
+  if main:
+    (workdir / CONFIG_FILE).write_text(config.to_json(indent=2, sort_keys=True) + "\n")
   metrics_path = workdir / METRICS_FILE
 
   optimizer = nnx.Optimizer(model, tx, wrt=wrt)
+  # Several processes: one job over a global mesh. The state is replicated on every device of
+  # it, each process supplies its own rows of every batch, and checkpoints hold global arrays.
+  if mesh is None and distributed.is_multiprocess():
+    mesh = distributed.global_mesh()
+  if mesh is not None:
+    nnx.update((model, optimizer), distributed.replicate(nnx.state((model, optimizer)), mesh))
   manager = checkpoints.manager(workdir, keep=config.keep_checkpoints)
   start_step = manager.latest_step() or 0
   if start_step > num_steps:
@@ -339,7 +375,8 @@ def fit(
       manager.close()
       raise
     logging.info("Resumed from %s at step %d.", workdir / CHECKPOINT_DIR, start_step)
-  _truncate_metrics(metrics_path, start_step)
+  if main:
+    _truncate_metrics(metrics_path, start_step)
 
   stop_step = max(start_step, min(config.get("stop_after_steps") or num_steps, num_steps))
   key = jax.random.key(config.seed)
@@ -359,6 +396,8 @@ def fit(
   graphdef, state = nnx.split(graph)
   leaves, treedef = jax.tree.flatten(state)
   batches = train_batches(start_step)
+  if mesh is not None:
+    batches = _global_batches(batches, mesh)
   # Metrics stay on the device until a log, eval, checkpoint or the last step: at most
   # min(log_every, checkpoint_every) steps apart, the length of the on-device history.
   window = min(config.log_every, config.checkpoint_every)
@@ -370,8 +409,14 @@ def fit(
       batches = itertools.chain([first], batches)
       train_step = _compile_step(graphdef, treedef, loss_fn, window, _spec(first), _spec(leaves)[1])
       carry = train_step.init_carry(start_step)
+      if mesh is not None:
+        carry = distributed.replicate(carry, mesh)
+    in_flight = collections.deque()  # the `done` tokens of dispatched steps, oldest first
     for step in range(start_step + 1, stop_step + 1):
-      leaves, carry = train_step.fn(leaves, carry, next(batches), key)
+      leaves, carry, done_token = train_step.fn(leaves, carry, next(batches), key)
+      in_flight.append(done_token)
+      if len(in_flight) > MAX_STEPS_IN_FLIGHT:
+        in_flight.popleft().block_until_ready()
       bar.update()
 
       eval_now = eval_fn is not None and (
@@ -383,7 +428,7 @@ def fit(
         continue
 
       # Fetch and check the steps since the last fetch, in order, before anything is saved.
-      history = _fetch_history(carry["history"])
+      history = _fetch_history(distributed.local(carry["history"]))
       for done in range(fetched + 1, step + 1):
         metrics = {name: values[(done - 1) % window] for name, values in history.items()}
         _check_finite(float(metrics["loss"]), done, last_finite, saved_step)
@@ -404,13 +449,16 @@ def fit(
         # evaluation does not.
         tick = now
         if eval_now:
-          nnx.update(graph, jax.tree.unflatten(treedef, leaves))
+          # eval_fn sees plain arrays: with a mesh, this process's copy of the state.
+          nnx.update(graph, jax.tree.unflatten(treedef, distributed.local(leaves)))
           eval_start = time.perf_counter()
           record.update(eval_fn(model))
           tick += time.perf_counter() - eval_start
-          leaves = _leaves_of(graph, treedef)  # eval_fn may change state (it should not)
-        with metrics_path.open("a") as f:
-          f.write(json.dumps(record) + "\n")
+          if mesh is None:
+            leaves = _leaves_of(graph, treedef)  # eval_fn may change state (it should not)
+        if main:
+          with metrics_path.open("a") as f:
+            f.write(json.dumps(record) + "\n")
         shown = ("loss", "accuracy", "test_accuracy")
         bar.set_postfix({k: f"{v:.4g}" for k, v in record.items() if k in shown})
         logging.info("%s", " ".join(f"{k}={v:.6g}" for k, v in record.items()))
@@ -422,9 +470,10 @@ def fit(
         saved_step = step
   finally:
     bar.close()
-    # The model (and optimizer) hold the latest state, also after an error.
+    # The model (and optimizer) hold the latest state, also after an error; with a mesh, as
+    # this process's copy (plain arrays for whatever runs after training).
     if all(not leaf.is_deleted() for leaf in leaves if isinstance(leaf, jax.Array)):
-      nnx.update(graph, jax.tree.unflatten(treedef, leaves))
+      nnx.update(graph, jax.tree.unflatten(treedef, distributed.local(leaves)))
     manager.wait_until_finished()
     manager.close()
 
@@ -438,7 +487,9 @@ def fit(
       else:
         record = {"step": num_steps, **(eval_fn(model) if eval_fn is not None else {})}
     final_metrics = dict(record)
-    (workdir / FINAL_METRICS_FILE).write_text(json.dumps(final_metrics, indent=2) + "\n")
+    if main:
+      (workdir / FINAL_METRICS_FILE).write_text(json.dumps(final_metrics, indent=2) + "\n")
+  distributed.barrier(f"fit {workdir} done")  # the others may read what process 0 wrote
   return TrainResult(model=model, step=stop_step, completed=completed, final_metrics=final_metrics)
 
 
