@@ -25,7 +25,11 @@ Measured (/work/runs/k8_grp48_h256, base LeNet-5 at 0.9098; 10,000 steps of
 test accuracy 0.8986 at S = 1, 2, 3 (N = 9, 10, 11; the same for all 20 masks
 per S), 1.1 points below the base; each worker 0.977x LeNet-5's FLOPs, master
 (design A) 8.2% / 8.5% / 8.7% at N = 9 / 10 / 11, compute per query 1.18 /
-1.31 / 1.43 of one LeNet-5 evaluation. At 3000 steps with the plain head
+1.31 / 1.43 of one LeNet-5 evaluation (XLA's count, each loop body once).
+Counted in full (issue #23) with the least-squares decode the master was 9.3 /
+9.6 / 9.9% (worker 0.966x by hand); the learned codes now decode through a
+(K, N) matrix per mask: 8.3-8.8% (docs/performance.md). Retrained on the
+0.9098 base of /work/runs/base (2026-12-06, 557 s): 0.8990 at every S. At 3000 steps with the plain head
 (64 hidden, 5.0% master): 0.8832; the plain worker at 3000 / 12,000 steps:
 0.8260 / 0.8699. With ``augment_flip = True``: 0.8936 (flips hurt).
 """

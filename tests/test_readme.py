@@ -51,3 +51,17 @@ def test_readme_result_tables_are_their_results_files():
     results = json.loads((README.parent / name).read_text())
     chosen = tuple(int(s) for s in stragglers.split(",")) if stragglers else None
     assert table == report.format_compact(results, chosen), f"README table of {name} is stale"
+
+
+def test_readme_frontier_table_is_its_results_file():
+  """The table under ``<!-- frontier: FILE -->`` is ``eval/tables.py --frontier FILE``'s output."""
+  import json
+
+  from jaxcoded.comparison import frontier
+
+  marked = re.findall(r"<!-- frontier: (\S+?) -->\n\n((?:\|.*\n)+)", README.read_text())
+  assert marked, "the README's frontier table lost its results-file marker"
+  for name, table in marked:
+    results = json.loads((README.parent / name).read_text())
+    assert table.strip() == frontier.format_front_table(results).strip(), f"README frontier table of {name} is stale"
+
