@@ -43,7 +43,8 @@ from collections.abc import Iterator
 
 import environment  # bench/environment.py (bench/ is on sys.path when run as a script)
 import jax
-from timing import interleaved  # bench/timing.py
+import timing  # bench/timing.py (bench/ is on sys.path when run as a script)
+from timing import interleaved
 
 jax.config.update("jax_enable_x64", True)
 
@@ -210,15 +211,7 @@ def encode_table(group_counts, repeats: int, rng, num_queries: int = 8,
 
 def interleaved_with_min(functions, repeats: int, calls: int):
   """``timing.interleaved``'s medians, and the fastest repeat of each (seconds per call)."""
-  for fn in functions.values():
-    jax.block_until_ready(fn())
-  times = {name: [] for name in functions}
-  for _ in range(repeats):
-    for name, fn in functions.items():
-      start = time.perf_counter()
-      for _ in range(calls):
-        jax.block_until_ready(fn())
-      times[name].append((time.perf_counter() - start) / calls)
+  times = timing.interleaved_times(functions, repeats, calls)
   return ({name: float(np.median(t)) for name, t in times.items()},
           {name: float(np.min(t)) for name, t in times.items()})
 

@@ -9,8 +9,10 @@ import jax
 import numpy as np
 
 
-def interleaved(functions: dict[str, Callable], repeats: int, calls: int = 1) -> dict[str, float]:
-  """Median seconds per call of each function, timed in interleaved rounds after a warm-up."""
+def interleaved_times(
+    functions: dict[str, Callable], repeats: int, calls: int = 1
+) -> dict[str, list[float]]:
+  """Seconds per call of each function in every round, timed in interleaved rounds after a warm-up."""
   for fn in functions.values():
     jax.block_until_ready(fn())
   times = {name: [] for name in functions}
@@ -20,4 +22,10 @@ def interleaved(functions: dict[str, Callable], repeats: int, calls: int = 1) ->
       for _ in range(calls):
         jax.block_until_ready(fn())
       times[name].append((time.perf_counter() - start) / calls)
+  return times
+
+
+def interleaved(functions: dict[str, Callable], repeats: int, calls: int = 1) -> dict[str, float]:
+  """Median seconds per call of each function (``interleaved_times``)."""
+  times = interleaved_times(functions, repeats, calls)
   return {name: float(np.median(t)) for name, t in times.items()}
