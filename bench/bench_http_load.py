@@ -69,7 +69,6 @@ STAGES = ("read_s", "parse_s", "submit_s", "encode_s", "dispatch_s", "fetch_s", 
 
 
 def build_served(workdir: pathlib.Path):
-  from flax import nnx
 
   from jaxcoded import data, deployment, schemes, training
 
@@ -82,13 +81,8 @@ def build_served(workdir: pathlib.Path):
     config.progress_bar = False
     training.train(config, base)
   model, _ = training.load_model(base)
-  graphdef, params = nnx.split(model)
-
-  def classify(params, x):
-    return nnx.merge(graphdef, params)(x[None])[0]
-
   served = deployment.Deployment.homogeneous(
-      "berrut", schemes.BerrutCode.create(4, 2), classify, params,
+      "berrut", schemes.BerrutCode.create(4, 2), *training.classifier.as_worker_fn(model),
       query_range=data.query_spec("digits"))
   return served, data.load("digits", "test", seed=None).images
 

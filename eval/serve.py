@@ -56,7 +56,6 @@ import time
 import ml_collections
 import numpy as np
 from absl import app, flags, logging
-from flax import nnx
 
 from jaxcoded import data, deployment, serving, stragglers, training
 from jaxcoded.comparison import builders
@@ -160,12 +159,8 @@ def build_deployment() -> tuple[deployment.Deployment | object, tuple[int, ...]]
     config.progress_bar = False
     training.train(config, base)
   model, _ = training.load_model(base)
-  graphdef, params = nnx.split(model)
-
-  def classify(params, x):
-    return nnx.merge(graphdef, params)(x[None])[0]
-
-  served = _deployment(_SCHEME.value, _K.value, _S.value, deployment.WorkerTask(classify, params))
+  base_task = deployment.WorkerTask(*training.classifier.as_worker_fn(model))
+  served = _deployment(_SCHEME.value, _K.value, _S.value, base_task)
   return served, data.load("digits", "test", seed=None).input_shape
 
 
