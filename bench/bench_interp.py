@@ -16,6 +16,10 @@ Tables (docs/design.md sections 2-3 for the notation):
    (N, K) @ (K, G P), for every query layout the library encodes: (28, 28, 1),
    (32, 32, 3), (28, 28) and flat (784,); also apply_matrix's GEMM route
    for every layout and the vmapped ``einsum`` before it (``old_apply``).
+   Outputs above 32 MiB (K = 12, G = 256, (32, 32, 3): 45 MiB) are fresh
+   ``mmap`` pages for glibc's malloc on every call, which the kernel zeroes
+   on first touch (the page-fault column) for the GEMM and the encode alike;
+   ``--recycle_buffers`` keeps them in the heap, to time the arithmetic alone.
 2. Decode: N workers at Chebyshev points of the second kind, K = N/2 queries
    at first-kind points, S = N/4 random stragglers, a different mask per
    group, 256 groups of (10,) outputs (logits). Lagrange (degree R - 1 through
@@ -167,24 +171,29 @@ ENCODE_SHAPES = ((28, 28, 1), (32, 32, 3), (28, 28), (784,))
 
 def gemm_path_apply(matrix, values):
   """``interp.apply_matrix`` forced onto its GEMM route (its only route before the
-  multiply-add form for trailing axes of size 1): flatten, one dot, reshape."""
+  multiply-add forms): flatten, one (batched) dot, reshape."""
   flat = values.reshape(values.shape[:1] + (-1,))
-  return interp_apply._apply(matrix, flat).reshape(matrix.shape[:1] + values.shape[1:])
+  return interp_apply._apply_dot(matrix, flat).reshape(matrix.shape[:1] + values.shape[1:])
 
 
 def encode_table(group_counts, repeats: int, rng, num_queries: int = 8,
-                 num_stragglers: int = 2) -> Iterator[str]:
+                 num_stragglers: int = 2, buffer_note: str = "glibc's default malloc"
+                 ) -> Iterator[str]:
   code = schemes.BerrutCode.create(num_queries, num_stragglers, dtype=jnp.float32)
   k, n = code.num_queries, code.num_workers
   matrix = interp.berrut_matrix(code.data_points, code.worker_points)
   yield (f"Berrut encode, K = {k}, N = {n}, float32, ``jit(vmap(code.encode))`` on (G, K, ...) "
          f"queries; median of {repeats} interleaved repeats of 5 calls (min in brackets); ratios "
-         "to the same GEMM (N, K) @ (K, G P) on a pre-transposed input. \"GEMM route\": "
-         "apply_matrix's dot for every layout (the code before the multiply-add form); "
-         "\"einsum\": the formulation before that.\n")
+         "to the same GEMM (N, K) @ (K, G P) on a pre-transposed input (same dtype, FLOPs and "
+         "output size). \"GEMM route\": apply_matrix's batched dot for every layout (the code "
+         "before the multiply-add forms); \"einsum\": the formulation before that. Faults: "
+         "minor page faults per call of the GEMM, current and GEMM route (4 KiB pages the "
+         f"kernel zeroes for a fresh output buffer; {buffer_note}); CPU / wall: CPU seconds of "
+         "the process per second of their calls (1: one core; 2: both), over 0.25 s more of "
+         "each.\n")
   yield ("| query shape | G | GEMM ms | current ms | current / GEMM | GEMM route / GEMM | "
-         "einsum / GEMM |")
-  yield "|---|---|---|---|---|---|---|"
+         "einsum / GEMM | faults (GEMM, current, route) | CPU / wall (GEMM, current, route) |")
+  yield "|---|---|---|---|---|---|---|---|---|"
   for groups in group_counts:
     for shape in ENCODE_SHAPES:
       size = int(np.prod(shape))
@@ -204,9 +213,12 @@ def encode_table(group_counts, repeats: int, rng, num_queries: int = 8,
       }, repeats, calls=5)
       ratio = lambda name: (f"{seconds[name] / seconds['gemm']:.2f} "  # noqa: E731
                             f"({fastest[name] / fastest['gemm']:.2f})")
+      costs = [timing.process_cost(fn) for fn in (
+          lambda: gemm(matrix, transposed), lambda: current(queries), lambda: gemm_route(queries))]
       yield (f"| {shape} | {groups} | {1e3 * seconds['gemm']:.3f} | "
              f"{1e3 * seconds['current']:.3f} | **{ratio('current')}** | {ratio('gemm_route')} | "
-             f"{ratio('previous')} |")
+             f"{ratio('previous')} | {', '.join(f'{f:.0f}' for f, _ in costs)} | "
+             f"{', '.join(f'{c:.1f}' for _, c in costs)} |")
 
 
 def interleaved_with_min(functions, repeats: int, calls: int):
@@ -390,6 +402,9 @@ def main() -> None:
                       help="comma-separated N of the decode and accuracy tables")
   parser.add_argument("--only", choices=("encode", "decode", "compile", "accuracy"),
                       help="print one table only")
+  parser.add_argument("--recycle_buffers", action="store_true",
+                      help="keep freed buffers in malloc's heap (timing.recycle_buffers) so that "
+                           "large outputs are not fresh pages zeroed by the kernel on every call")
   args = parser.parse_args()
   sizes = (8, 32) if args.quick else (8, 32, 128, 512)
   if args.sizes:
@@ -401,11 +416,15 @@ def main() -> None:
   repeats = max(5, min(args.repeats, 5) if args.quick else args.repeats)
   num_masks = min(args.masks, 2) if args.quick else args.masks
   rng = np.random.default_rng(args.seed)
+  buffer_note = "glibc's default malloc"
+  if args.recycle_buffers:
+    timing.recycle_buffers()
+    buffer_note = "--recycle_buffers: freed buffers kept in malloc's heap"
 
   print(environment.markdown())
   tables = {
       "encode": lambda: encode_table(encode_groups, repeats, rng, args.encode_queries,
-                                     args.encode_stragglers),
+                                     args.encode_stragglers, buffer_note),
       "decode": lambda: decode_table(sizes, groups, repeats, rng),
       "compile": lambda: compile_table(sizes[-1], groups, 5, rng),
       "accuracy": lambda: accuracy_table(sizes, num_masks, rng),

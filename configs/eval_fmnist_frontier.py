@@ -38,7 +38,7 @@ from configs import (
   coder_fmnist_k8_r5,
   eval_fmnist_equal,
 )
-from jaxcoded.comparison import add_scheme
+from jaxcoded.comparison import add_scheme, scheme_names
 
 # R -> the training config of the learned polynomial code with that threshold (K = 8).
 SWEEP = {3: coder_fmnist_k8_r3, 5: coder_fmnist_k8_r5, 7: coder_fmnist_k8_equal}
@@ -63,7 +63,8 @@ def get_config(variant: str | None = None) -> ml_collections.ConfigDict:
                  master_budget=eval_fmnist_equal.MASTER_BUDGET)
   # The equal tables' R = 7 entry is the sweep's R = 7 at N = K + S: one entry, renamed.
   del config.schemes["learned polynomial"]
-  config.schemes["learned systematic"].position -= 1  # keeps the positions 0, 1, 2, ...
+  for position, name in enumerate(scheme_names(config)):  # keeps the positions 0, 1, 2, ...
+    config.schemes[name].position = position
   for threshold, module in SWEEP.items():
     for where, deploy_at in DEPLOYMENTS:
       add_scheme(config, scheme_name(threshold, where), "learned", config=module.get_config(),

@@ -11,8 +11,10 @@ Three kinds of network:
                      ``check_polynomial_degree`` confirms it numerically.
   master networks    ``CoefficientEncoder`` (K queries -> de + 1 coefficient
                      tensors), ``QueryEncoder`` (one image -> one image, for
-                     the learned Lagrange code) and ``DecoderHead`` (one decoded
-                     value per query position -> class logits). These may be
+                     the learned Lagrange code), ``DecoderHead`` (one decoded
+                     value per query position -> class logits), and the
+                     learned systematic code's ``ParityEncoder``,
+                     ``SystematicDecoder`` and ``QuerySketch``. These may be
                      any function: their cost is the master's, and it is
                      accounted for in ``jaxcoded.load``.
 
@@ -52,6 +54,7 @@ __all__ = [
     "ParityEncoder",
     "PolySequential",
     "QueryEncoder",
+    "QuerySketch",
     "ScaledPower",
     "SpaceToDepth",
     "SystematicDecoder",
@@ -669,34 +672,94 @@ class ParityEncoder(nnx.Module):
     return jnp.einsum("pk...,k...->p...", weights, x) + self.bias[:p]
 
 
+class QuerySketch(nnx.Module):
+  """(K, ...) queries -> (K, F) features the master computes for its decoder.
+
+  Images (H, W, C) are mean-pooled over ``pool`` x ``pool`` blocks (cropped
+  to a multiple of ``pool``), then every query is mapped by one linear layer
+  and a GELU; other shapes are flattened and mapped. About 2 P F
+  FLOPs per query for P pooled values (12.5k for a 28 x 28 image, pool 2,
+  F = 32): a small part of the master's budget.
+  """
+
+  def __init__(
+      self, input_shape: Sequence[int], features: int, *, pool: int = 2, rngs: nnx.Rngs
+  ):
+    input_shape = tuple(int(d) for d in input_shape)
+    if features < 1 or pool < 1:
+      raise ValueError(f"QuerySketch: features and pool must be >= 1, got {features}, {pool}.")
+    self.input_shape = input_shape
+    self.pool = int(pool) if len(input_shape) == 3 else 1
+    self.features = int(features)
+    self.linear = nnx.Linear(math.prod(self._pooled_shape()), self.features, rngs=rngs)
+
+  def _pooled_shape(self) -> tuple[int, ...]:
+    if len(self.input_shape) != 3:
+      return self.input_shape
+    h, w, c = self.input_shape
+    return (h // self.pool, w // self.pool, c)
+
+  def __call__(self, queries: jax.Array) -> jax.Array:
+    """(K, *input_shape) -> (K, F)."""
+    k = queries.shape[0]
+    if len(self.input_shape) == 3 and self.pool > 1:
+      h, w, c = self._pooled_shape()
+      p = self.pool
+      cropped = queries[:, : h * p, : w * p, :]
+      queries = cropped.reshape(k, h, p, w, p, c).mean(axis=(2, 4))
+    return nnx.gelu(self.linear(queries.reshape(k, -1)))
+
+
 class SystematicDecoder(nnx.Module):
   """Every available worker output (N_max, C) and the mask -> (K, C) logits.
 
   An MLP on the flattened masked outputs (absent rows zero) and the mask;
   the systematic code uses its answer only where query k's own worker did
-  not return.
+  not return. With ``side_features`` > 0 the decoder also reads a (K, F)
+  sketch of the queries (``QuerySketch``): the MLP then sends each query a
+  ``message``-wide vector, and one small head shared by every query maps
+  [message_k, sketch_k] to its logits.
   """
 
   def __init__(
       self, num_queries: int, num_slots: int, num_classes: int, *,
-      hidden: tuple[int, ...] = (256, 256), rngs: nnx.Rngs,
+      hidden: tuple[int, ...] = (256, 256), side_features: int = 0, message: int = 16,
+      head_hidden: int = 64, rngs: nnx.Rngs,
   ):
     self.num_queries = num_queries
     self.num_slots = num_slots
     self.num_classes = num_classes
+    self.side_features = int(side_features)
     widths = (num_slots * (num_classes + 1), *hidden)
     self.layers = nnx.List(
         [nnx.Linear(a, b, rngs=rngs) for a, b in zip(widths[:-1], widths[1:])]
     )
-    self.out = nnx.Linear(widths[-1], num_queries * num_classes, rngs=rngs)
+    if self.side_features:
+      self.message = int(message)
+      self.out = nnx.Linear(widths[-1], num_queries * self.message, rngs=rngs)
+      self.head_in = nnx.Linear(self.message + self.side_features, head_hidden, rngs=rngs)
+      self.head_out = nnx.Linear(head_hidden, num_classes, rngs=rngs)
+    else:
+      self.out = nnx.Linear(widths[-1], num_queries * num_classes, rngs=rngs)
 
-  def __call__(self, outputs: jax.Array, mask: jax.Array) -> jax.Array:
-    """(N_max, C) outputs, (N_max,) bool mask -> (K, C) logits."""
+  def __call__(
+      self, outputs: jax.Array, mask: jax.Array, sketches: jax.Array | None = None
+  ) -> jax.Array:
+    """(N_max, C) outputs, (N_max,) bool mask[, (K, F) sketches] -> (K, C) logits."""
+    if bool(self.side_features) != (sketches is not None):
+      raise ValueError(
+          f"SystematicDecoder: built with side_features = {self.side_features}, called "
+          f"{'without' if sketches is None else 'with'} query sketches."
+      )
     present = mask.astype(outputs.dtype)
     z = jnp.concatenate([(outputs * present[:, None]).reshape(-1), present])
     for layer in self.layers:
       z = nnx.gelu(layer(z))
-    return self.out(z).reshape(self.num_queries, self.num_classes)
+    if not self.side_features:
+      return self.out(z).reshape(self.num_queries, self.num_classes)
+    messages = self.out(z).reshape(self.num_queries, self.message)
+    h = nnx.gelu(self.head_in(jnp.concatenate([messages, sketches.astype(messages.dtype)], -1)))
+    return self.head_out(h)
 
 
 def frozen_worker_fn(classifier: nnx.Module) -> tuple[Callable[[Any, jax.Array], jax.Array], Any]:

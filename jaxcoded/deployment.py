@@ -241,12 +241,16 @@ class Deployment:
 
     return jax.tree.map(assemble, *(out for _, out in pieces))
 
-  def decode(self, outputs: PyTree, mask: ArrayLike) -> base.Decoded:
+  def decode(
+      self, outputs: PyTree, mask: ArrayLike, queries: PyTree | None = None
+  ) -> base.Decoded:
     """(N, ...) outputs (or a pytree of them) and (N,) availability -> Decoded((K, ...), (K,)).
 
     Workers with NaN or inf in any leaf are erased first (``Scheme.decode``).
+    ``queries``: the group, for a scheme whose decoder reads it
+    (``scheme.decode_reads_queries``); ignored otherwise.
     """
-    return self.scheme.decode(outputs, mask)
+    return self.scheme.decode(outputs, mask, queries)
 
   def check_queries(self, queries: PyTree) -> None:
     """Raises ValueError for a group this deployment must refuse (``jaxcoded.queries``).
@@ -295,4 +299,4 @@ class Deployment:
     """
     self.check_queries(queries)
     mask = self.scheme.check_mask(mask)
-    return self.decode(self.outputs(queries, mask, mesh=mesh), mask)
+    return self.decode(self.outputs(queries, mask, mesh=mesh), mask, queries)

@@ -306,7 +306,10 @@ def code_load(
   outputs = jax.ShapeDtypeStruct((n, *output.shape), dtype)
   mask = jax.ShapeDtypeStruct((n,), jnp.bool_)
 
-  decode_flops = xla_flops(lambda y, m: code.decode(y, m).values, outputs, mask)
+  if getattr(code, "decode_reads_queries", False):  # the decoder's sketch of the queries
+    decode_flops = xla_flops(lambda y, m, q: code.decode(y, m, q).values, outputs, mask, queries)
+  else:
+    decode_flops = xla_flops(lambda y, m: code.decode(y, m).values, outputs, mask)
   one_input = jax.ShapeDtypeStruct(coded.shape[1:], dtype)
   h_flops = xla_flops(lambda x: worker_fn(worker_params, x), one_input)
   out_bytes = _size(output.shape) * bytes_per_value
@@ -322,7 +325,9 @@ def code_load(
       return task.run(point, q)
 
     worker_flops = xla_flops(worker_b, queries, jax.ShapeDtypeStruct((), dtype))
-    master = NodeLoad(decode_flops, n * bytes_per_value, n * out_bytes)
+    # A decoder that reads the queries (a sketch) reads them from the same storage.
+    master_reads = _size(query_shape) * bytes_per_value if getattr(code, "decode_reads_queries", False) else 0
+    master = NodeLoad(decode_flops, n * bytes_per_value, n * out_bytes, bytes_read=master_reads)
     worker = NodeLoad(
         worker_flops, out_bytes, bytes_per_value, bytes_read=_size(query_shape) * bytes_per_value
     )

@@ -121,6 +121,40 @@ class DigitsMLP(nnx.Module):
     return self.layers[-1](x)
 
 
+class SketchMLP(nnx.Module):
+  """The master-side sketch and head of a learned systematic code, alone, as a classifier.
+
+  ``coders.QuerySketch`` (``pool`` x ``pool`` mean-pooling, one linear map to
+  ``features``, GELU) then one GELU layer of ``hidden`` and the logits: the
+  control that shows what the master's side information reaches without any
+  worker (docs/learned_codes.md).
+  """
+
+  def __init__(
+      self,
+      num_classes: int = 10,
+      *,
+      input_shape: tuple[int, ...] = (28, 28, 1),
+      features: int = 32,
+      pool: int = 2,
+      hidden: int = 64,
+      dtype: DTypeLike = jnp.float32,
+      rngs: nnx.Rngs,
+  ):
+    from jaxcoded import coders  # the one sketch definition
+
+    self.input_shape = tuple(input_shape)
+    self.dtype = dtype
+    self.sketch = coders.QuerySketch(self.input_shape, features, pool=pool, rngs=rngs)
+    self.hidden = nnx.Linear(features, hidden, rngs=rngs)
+    self.out = nnx.Linear(hidden, num_classes, rngs=rngs)
+
+  def __call__(self, x: ArrayLike) -> jax.Array:
+    """``(B, *input_shape)`` inputs -> (B, num_classes) logits."""
+    x = _check_input("sketch_mlp", x, self.input_shape, self.dtype)
+    return self.out(nnx.gelu(self.hidden(self.sketch(x))))
+
+
 class DigitsCNN(nnx.Module):
   """A small CNN for 8x8x1 digits: two 3x3 convs, a 2x2 max-pool, two dense."""
 
@@ -252,6 +286,7 @@ register_model("digits_mlp", DigitsMLP, (8, 8, 1))
 register_model("digits_cnn", DigitsCNN, (8, 8, 1))
 register_model("lenet5", LeNet5, (28, 28, 1))
 register_model("resnet18", ResNet18, (32, 32, 3))
+register_model("sketch_mlp", SketchMLP, None)
 
 
 def create(name: str, *, num_classes: int = 10, rngs: nnx.Rngs, **kwargs) -> nnx.Module:

@@ -494,7 +494,7 @@ def mlp():
 MODELS = {
     "unknown model": (
         lambda m: models.create("vgg", rngs=nnx.Rngs(0)),
-        r"Unknown model 'vgg'; known models: mlp, digits_mlp, digits_cnn, lenet5, resnet18"),
+        r"Unknown model 'vgg'; known models: mlp, digits_mlp, digits_cnn, lenet5, resnet18, sketch_mlp"),
     "no classes": (
         lambda m: models.create("digits_mlp", num_classes=0, rngs=nnx.Rngs(0)),
         r"num_classes must be a positive integer, got 0"),

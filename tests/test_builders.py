@@ -51,6 +51,23 @@ def test_fixed_kinds_build_the_scheme_around_f(kind, entry, s, expected):
   assert built.num_queries == K
 
 
+def test_uncoded_model_fallback_plugs_in_its_trained_classifier():
+  f = base.WorkerTask(lambda w, x: w @ x, np.eye(3))
+  fallback = base.WorkerTask(lambda w, x: 2 * (w @ x), np.eye(3))
+  kind = builders.get("uncoded_model_fallback")
+  assert kind.trains == "classifier" and not kind.sized_for(_entry(kind=kind.name))
+  with pytest.raises(ValueError, match="needs entry.config"):
+    kind.check(_entry(kind=kind.name), K, [1])
+  built, tasks, roles = kind.build(_entry(kind=kind.name), 2, builders.BuildContext(K, f, trained=fallback))
+  assert isinstance(built, schemes.Uncoded) and built.num_workers == K and tasks == (f,)
+  queries = np.arange(K * 3, dtype=float).reshape(K, 3)
+  mask = np.array([True, False, True, False])
+  decoded = built.decode(queries, mask, queries)
+  np.testing.assert_array_equal(decoded.values, np.where(mask[:, None], queries, 2 * queries))
+  with pytest.raises(ValueError, match="trained fallback classifier"):
+    kind.build(_entry(kind=kind.name), 1, builders.BuildContext(K, f))
+
+
 def test_deploy_at_values():
   kind = builders.get("learned")
   assert not kind.sized_for(_entry(kind="learned"))

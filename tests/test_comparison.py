@@ -49,6 +49,9 @@ def _reference_metrics(served, fn, params, groups, labels, masks):
     lambda: schemes.Replication.create(3, 1),
     lambda: schemes.BerrutCode.create(3, 2),
     lambda: schemes.LagrangeCode.create(3, 1, degree=1),
+    # A decoder that reads the queries: the evaluator must hand each group its own.
+    lambda: schemes.Uncoded.create(3, fallback_model=(
+        lambda w, x: jnp.sin(w @ x.reshape(-1)), jnp.asarray(np.linspace(-2, 2, 30).reshape(5, 6)))),
 ])
 def test_evaluate_deployment_matches_plain_loops(rng, make_scheme):
   scheme = make_scheme()

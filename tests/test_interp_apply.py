@@ -1,8 +1,9 @@
 """interp.apply_matrix: values against float64 numpy, and the optimised HLO of a batched encode.
 
-The multiply-add form (a matrix of at most 16 columns on values whose
-trailing shape has an axis of size 1) and the GEMM route must give the same
-numbers; the HLO tests check that a vmapped Berrut encode of (G, K, 28, 28, 1)
+The multiply-add forms (a matrix of at most 16 columns on values whose
+trailing shape has an axis of size 1, or shared by a vmapped batch of at
+least 2^20 values) and the GEMM route must give the same numbers; the HLO
+tests check that a vmapped Berrut encode of (G, K, 28, 28, 1)
 and (G, K, 32, 32, 3) queries moves no data around its product (no transpose
 or copy of an array as large as the data), and that the GEMM route on
 (28, 28, 1) images does copy its result (so the check can fail).
@@ -33,9 +34,9 @@ def _reference(matrix, values):
 
 
 def _gemm_route(matrix, values):
-  """apply_matrix's GEMM route for any layout: flatten, one dot, reshape."""
+  """apply_matrix's GEMM route for any layout and size: flatten, one dot, reshape."""
   flat = values.reshape(values.shape[:1] + (-1,))
-  return apply_lib._apply(matrix, flat).reshape(matrix.shape[:1] + values.shape[1:])
+  return apply_lib._apply_dot(matrix, flat).reshape(matrix.shape[:1] + values.shape[1:])
 
 
 @pytest.mark.parametrize("shape", [(5, 4, 1), (28, 28, 1), (3, 1, 2), (6, 6, 3), (7, 7), (9,)])
@@ -80,6 +81,54 @@ def test_multiply_add_form_is_taken_only_where_it_pays():
   assert not apply_lib._use_multiply_add(8, (28, 28))  # the reshape is a bitcast
   assert not apply_lib._use_multiply_add(8, (1,))
   assert not apply_lib._use_multiply_add(0, (28, 28, 1))
+
+
+def test_shared_multiply_add_is_taken_only_for_large_batches():
+  big = apply_lib._SHARED_MULTIPLY_ADD_MIN_ELEMENTS
+  assert apply_lib._use_shared_multiply_add(12, 256 * 12 * 32 * 32 * 3)
+  assert apply_lib._use_shared_multiply_add(16, big)
+  assert not apply_lib._use_shared_multiply_add(12, 16 * 12 * 32 * 32 * 3)  # in cache: the dot
+  assert not apply_lib._use_shared_multiply_add(17, 100 * big)  # many columns: the GEMM
+  assert not apply_lib._use_shared_multiply_add(0, big)
+
+
+@pytest.mark.parametrize("trailing", [(1024,), (16, 16, 4)])
+@pytest.mark.parametrize("dtype,tol", [(jnp.float32, 2e-6), (jnp.float64, 1e-13)])
+@pytest.mark.parametrize("unused", [False, True])
+def test_large_vmapped_batch_with_a_shared_matrix(trailing, dtype, tol, unused):
+  # 128 groups of (8, 1024) values: 2^20 entries, the multiply-add route.
+  rng = np.random.default_rng(3)
+  matrix = rng.normal(size=(11, 8))
+  values = rng.normal(size=(128, 8, *trailing))
+  assert apply_lib._use_shared_multiply_add(8, values.size)
+  poisoned = values.copy()
+  if unused:  # an unused column: its rows hold NaN and must not be read
+    matrix[:, 5] = 0.0
+    poisoned[:, 5] = np.nan
+  expected = _reference(np.broadcast_to(matrix, (128, 11, 8)), values)
+  shared, batch = jnp.asarray(matrix, dtype), jnp.asarray(poisoned, dtype)
+  out = jax.jit(jax.vmap(lambda v: interp.apply_matrix(shared, v)))(batch)
+  assert out.dtype == dtype and out.shape == (128, 11, *trailing)
+  np.testing.assert_allclose(out, expected, rtol=tol, atol=tol * np.abs(expected).max())
+  # The batched dot (the GEMM route) gives the same numbers.
+  routed = jax.jit(jax.vmap(lambda v: _gemm_route(shared, v)))(batch)
+  np.testing.assert_allclose(out, routed, rtol=tol, atol=tol * np.abs(expected).max())
+  if not unused:  # the decoders' unguarded, full-precision product takes the same route
+    flat = batch.reshape(128, 8, -1)
+    plain = jax.jit(jax.vmap(lambda v: apply_lib._apply_unguarded(shared, v)))(flat)
+    np.testing.assert_allclose(plain.reshape(out.shape), expected, rtol=tol,
+                               atol=tol * np.abs(expected).max())
+
+
+def test_gradients_of_the_shared_multiply_add(monkeypatch):
+  monkeypatch.setattr(apply_lib, "_SHARED_MULTIPLY_ADD_MIN_ELEMENTS", 1)  # small operands
+  rng = np.random.default_rng(4)
+  matrix = jnp.asarray(rng.normal(size=(5, 4)), jnp.float64)
+  values = jnp.asarray(rng.normal(size=(3, 4, 6)), jnp.float64)
+  batched = jax.vmap(interp.apply_matrix, in_axes=(None, 0))
+  np.testing.assert_allclose(batched(matrix, values),
+                             _reference(np.broadcast_to(matrix, (3, 5, 4)), values), rtol=1e-13)
+  check_grads(batched, (matrix, values), order=2, modes=("fwd", "rev"))
 
 
 def test_gradients():

@@ -16,6 +16,7 @@ import pytest
 from flax import nnx
 
 from jaxcoded import interp, schemes
+from jaxcoded.interp import apply as interp_apply
 from jaxcoded.schemes import learned
 
 GROUPS = 32
@@ -59,6 +60,69 @@ def test_encode_is_one_gemm_without_transposes(shape):
   code = schemes.BerrutCode.create(8, 3, dtype=jnp.float32)
   queries = jnp.zeros((GROUPS, 8, *shape), jnp.float32)
   _check_gemm_layout(_hlo(jax.vmap(code.encode), queries), queries.size)
+
+
+def _data_copies(hlo: str, min_elements: int) -> list[str]:
+  """Copies (and fusions named for copies or transposes) of arrays of >= min_elements entries."""
+  found = []
+  for line in hlo.splitlines():
+    match = re.search(r"%([\w.\-]+) = f(?:32|64)\[([\d,]*)\]\{[\d,]*\} (\w+)\(", line)
+    if not match:
+      continue
+    name, dims, opcode = match.groups()
+    moves = opcode == "copy" or (opcode == "fusion" and re.search(r"copy|transpose", name))
+    if moves and np.prod([int(d) for d in dims.split(",") if d]) >= min_elements:
+      found.append(line.strip())
+  return found
+
+
+def _encode_hlo(groups: int, k: int, shape: tuple[int, ...], gemm_route: bool = False) -> str:
+  code = schemes.BerrutCode.create(k, k // 4, dtype=jnp.float32)
+  queries = jax.ShapeDtypeStruct((groups, k, *shape), jnp.float32)  # lowered, never allocated
+  if gemm_route:  # apply_matrix's batched dot at every size
+    matrix = interp.berrut_matrix(code.data_points, code.worker_points)
+    encode = lambda q: interp_apply._apply_dot(matrix, q.reshape(k, -1)).reshape((-1, *shape))
+  else:
+    encode = code.encode
+  return _hlo(jax.vmap(encode), queries)
+
+
+# The bench's sizes (bench/bench_interp.py, K = 8 and 12, G = 256): at least
+# 2^20 query entries through a matrix of at most 16 columns are encoded as
+# multiply-adds in one loop fusion, which XLA runs on every core (its batched
+# dot runs on one): no dot, no transpose or copy of the data, and the coded
+# queries written once, by the loop (in each branch of the guard's lax.cond).
+@pytest.mark.parametrize("k,shape", [(12, (32, 32, 3)), (12, (784,)), (8, (28, 28)),
+                                     (8, (32, 32, 3))])
+def test_large_encode_is_one_loop_without_transposes(k, shape):
+  groups, n, size = 256, {8: 10, 12: 15}[k], int(np.prod(shape))
+  hlo = _encode_hlo(groups, k, shape)
+  elements = groups * k * size
+  assert not _data_transposes(hlo, elements // 4), _data_transposes(hlo, elements // 4)
+  assert not _data_copies(hlo, elements // 4), _data_copies(hlo, elements // 4)
+  assert not _dots(hlo), _dots(hlo)
+  writers = [l for l in hlo.splitlines()
+             if re.search(rf"= f32\[{groups},{n},{size}\]\{{[\d,]*\}} fusion\(.*kind=kLoop", l)]
+  assert 1 <= len(writers) <= 2, writers
+  entry = hlo[hlo.index("ENTRY"):]
+  assert re.search(rf"ROOT .*= f32\[{groups},{n},{','.join(map(str, shape))}\]\S* "
+                   r"(bitcast|get-tuple-element)\(", entry), entry[-400:]
+
+
+def test_gemm_route_of_a_large_encode_is_a_batched_dot():
+  # The check above can fail: the GEMM route at the same size is a dot.
+  hlo = _encode_hlo(256, 12, (32, 32, 3), gemm_route=True)
+  _check_gemm_layout(hlo, 256 * 12 * 3072)
+  assert _dots(hlo)
+
+
+# Below 2^20 entries (G = 16 in the bench) the batched dot is as fast as the
+# GEMM or faster, and stays.
+@pytest.mark.parametrize("k,shape", [(12, (32, 32, 3)), (12, (784,))])
+def test_small_encode_stays_one_batched_gemm(k, shape):
+  hlo = _encode_hlo(16, k, shape)
+  _check_gemm_layout(hlo, 16 * k * int(np.prod(shape)))
+  assert _dots(hlo) and all("lhs_batch_dims={0}" in d for d in _dots(hlo))
 
 
 def test_previous_formulation_fails_the_layout_check():

@@ -82,7 +82,7 @@ def test_resnet18_shapes_without_allocating():
 
 
 def test_create_rejects_bad_arguments():
-  with pytest.raises(ValueError, match="known models: mlp, digits_mlp, digits_cnn, lenet5, resnet18"):
+  with pytest.raises(ValueError, match="known models: mlp, digits_mlp, digits_cnn, lenet5, resnet18, sketch_mlp"):
     models.create("vgg", rngs=nnx.Rngs(0))
   with pytest.raises(ValueError, match="num_classes"):
     models.create("lenet5", num_classes=0, rngs=nnx.Rngs(0))

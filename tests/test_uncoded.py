@@ -84,3 +84,26 @@ def test_bad_settings_raise():
     Uncoded.create(3).decode(jnp.zeros((3, 5)), jnp.ones(4, bool))
   with pytest.raises(ValueError, match="labels"):
     majority_class_logits(np.array([0, 5]), 3)
+
+
+def test_a_fallback_model_answers_the_stragglers_queries_at_the_master(rng):
+  k = 5
+  worker_params = rng.normal(size=(4, 6))
+  fallback_params = rng.normal(size=(4, 6))
+  code = Uncoded.create(k, fallback_model=(tanh_worker, jnp.asarray(fallback_params)))
+  assert code.decode_reads_queries and code.has_fallback
+  queries = rng.normal(size=(k, 3, 2))
+  flat = queries.reshape(k, -1)
+  for mask in (np.ones(k, bool), np.zeros(k, bool), rng.random(k) < 0.5):
+    decoded = jax.jit(lambda q, m: code(tanh_worker, worker_params, q, m))(queries, mask)
+    expected = np.where(mask[:, None], np.tanh(flat @ worker_params.T), np.tanh(flat @ fallback_params.T))
+    np.testing.assert_allclose(decoded.values, expected, rtol=1e-12, atol=1e-12)
+    np.testing.assert_array_equal(decoded.answered, mask)  # the workers answered only these
+  outputs = np.tanh(flat @ worker_params.T)
+  with pytest.raises(ValueError, match="reads the group's queries"):
+    code.decode(outputs, np.ones(k, bool))
+  with pytest.raises(ValueError, match="not both"):
+    Uncoded.create(k, fallback=jnp.zeros(4), fallback_model=(tanh_worker, fallback_params))
+  wrong = Uncoded.create(k, fallback_model=(lambda p, x: jnp.zeros(3), None))
+  with pytest.raises(ValueError, match="fallback model gives outputs of shapes"):
+    wrong.decode(outputs, np.ones(k, bool), queries)

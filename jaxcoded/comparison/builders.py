@@ -179,6 +179,20 @@ def _build_uncoded(entry, num_stragglers, ctx):
   return (scheme, *scheme.worker_tasks(ctx.base_task))
 
 
+def _build_uncoded_model_fallback(entry, num_stragglers, ctx):
+  """N = K whatever S; the master answers a straggler's query with its trained classifier.
+
+  ``ctx.trained`` is that classifier as a worker task (``entry.config`` trains
+  it, e.g. configs/fashion_mnist_sketch.py): a control for codes whose master
+  reads the queries, at the master's cost of running it on every query.
+  """
+  del entry, num_stragglers
+  if ctx.trained is None:
+    raise ValueError("uncoded_model_fallback needs its trained fallback classifier.")
+  scheme = schemes.Uncoded.create(ctx.num_queries, fallback_model=ctx.trained)
+  return (scheme, *scheme.worker_tasks(ctx.base_task))
+
+
 def _build_replication(entry, num_stragglers, ctx):
   """``copies`` in the entry fixes r; else r = S + 1 copies of each query."""
   copies = entry.get("copies") or num_stragglers + 1
@@ -299,6 +313,9 @@ def _build_learned(entry, num_stragglers, ctx):
 
 register("uncoded", build=_build_uncoded,
          check=lambda entry, k, stragglers: schemes.Uncoded.sizes_for(k, 0), sized=False)
+register("uncoded_model_fallback", build=_build_uncoded_model_fallback,
+         check=lambda entry, k, stragglers: schemes.Uncoded.sizes_for(k, 0), sized=False,
+         trains="classifier")
 register("replication", build=_build_replication,
          check=lambda entry, k, stragglers: schemes.Replication.sizes_for(k, max(stragglers)),
          sized=True)

@@ -200,12 +200,16 @@ def evaluate_deployment(
   with_rmse = base_logits is not None
   base_logits = jnp.zeros(group_labels.shape + (1,)) if base_logits is None else base_logits
   key = jax.random.key(0) if key is None else key
+  # The group's queries go to the decoder only where it reads them (side information).
+  reads_queries = scheme.decode_reads_queries
+  side = jnp.asarray(groups) if reads_queries else jnp.zeros((outputs.shape[0],), jnp.int8)
 
-  def run(outputs, masks):
+  def run(outputs, side, masks):
     def one_mask(args):
       index, mask = args
 
-      def one_group(g, out):
+      def one_group(g, out, queries):
+        queries = queries if reads_queries else None
         if adversary is not None and num_adversaries:
           group_key = jax.random.fold_in(jax.random.fold_in(key, index), g)
           bad = adversaries.random_adversary_mask(
@@ -216,11 +220,11 @@ def evaluate_deployment(
           )
         out = workers.mask_outputs(out, mask)
         if locates:
-          decoded, rejected = served.scheme.decode_and_locate(out, mask)
+          decoded, rejected = served.scheme.decode_and_locate(out, mask, queries)
           return decoded, jnp.sum(rejected)
-        return served.decode(out, mask), jnp.zeros((), jnp.int32)
+        return served.decode(out, mask, queries), jnp.zeros((), jnp.int32)
 
-      decoded, rejected = jax.vmap(one_group)(jnp.arange(outputs.shape[0]), outputs)
+      decoded, rejected = jax.vmap(one_group)(jnp.arange(outputs.shape[0]), outputs, side)
       predictions = jnp.argmax(decoded.values, axis=-1)
       # A scheme with a fallback answer (uncoded's majority class) is scored
       # on its values everywhere; otherwise an unanswered query is wrong.
@@ -243,10 +247,10 @@ def evaluate_deployment(
 
   # Compiled ahead of time, so the timed call is execution only: the decode
   # time per group is amortised over every mask and group of the batch.
-  compiled = jax.jit(run).lower(outputs, masks).compile()
-  values = jax.block_until_ready(compiled(outputs, masks))  # warm-up
+  compiled = jax.jit(run).lower(outputs, side, masks).compile()
+  values = jax.block_until_ready(compiled(outputs, side, masks))  # warm-up
   start = time.perf_counter()
-  values = jax.block_until_ready(compiled(outputs, masks))
+  values = jax.block_until_ready(compiled(outputs, side, masks))
   seconds = (time.perf_counter() - start) / (masks.shape[0] * outputs.shape[0])
   acc, agree, answered, deg_correct, deg_count, rejected, rmse = (
       np.asarray(v, np.float64) for v in values
@@ -276,7 +280,7 @@ def node_load(
   outputs = jax.ShapeDtypeStruct((n, *output.shape), output.dtype)
   mask = jax.ShapeDtypeStruct((n,), jnp.bool_)
   master = load.xla_flops(served.encode, queries, compiled=False) + load.xla_flops(
-      lambda y, m: served.decode(y, m).values, outputs, mask, compiled=False
+      lambda y, m, q: served.decode(y, m, q).values, outputs, mask, queries, compiled=False
   )
   master_fraction, worker_fraction = master / k / base_flops, worker_flops / base_flops
   return dict(master_fraction=master_fraction, worker_fraction=worker_fraction,

@@ -76,14 +76,16 @@ def _guarded_dot(matrix: jax.Array, values: jax.Array) -> jax.Array:
   return jax.lax.cond(jnp.all(used), plain, masked, matrix, values, used)
 
 
-def _make_product(guard: bool, precision=None):
+def _make_product(guard: bool, precision=None, shared_multiply_add: bool = True):
   """matrix (*B, T, N) or (T, N) times values (*B, N, P), fast under vmap.
 
   With ``guard``, rows of the values whose column is unused are never read
   (``apply_matrix``'s contract); without, the plain product (for operands
   known to be finite). ``precision`` is passed to every dot (the decoders'
   internal sums ask for HIGHEST: on GPUs the default float32 dot rounds its
-  inputs to TF32, and barycentric sums cancel).
+  inputs to TF32, and barycentric sums cancel). With ``shared_multiply_add``,
+  one matrix of few columns for a large batch is applied as multiply-adds
+  (``_use_shared_multiply_add``); without, always as a dot.
   """
   if guard:
     core = _guarded_dot
@@ -118,6 +120,12 @@ def _make_product(guard: bool, precision=None):
     if not matrix_batched and not matrix_inner:  # one matrix for every group
       if not values_batched:
         values = jnp.broadcast_to(values, (axis_size,) + values.shape)
+      if shared_multiply_add and _use_shared_multiply_add(matrix.shape[-1], values.size):
+        # Large batches through few columns (encoding): the multiply-adds,
+        # which XLA runs on every core, instead of the batched dot (one core).
+        if not guard:
+          return _shared_multiply_add(matrix, values, silence=False), True
+        return _guarded_shared_multiply_add(matrix, values), True
       return product(matrix, values), True
     # One matrix per group: both operands to (G, *inner, ...), then recurse, so
     # that an outer vmap reaches this rule again instead of JAX's generic one.
@@ -214,7 +222,56 @@ def _guarded_multiply_add(matrix: jax.Array, values: jax.Array) -> jax.Array:
   return jax.lax.cond(jnp.all(_used_columns(matrix)), plain, masked, matrix, values)
 
 
+# ---------------------------------------------------------------------------
+# One matrix of few columns for a large batch of groups: multiply-adds.
+#
+# Under ``vmap`` with one matrix for every group, the product is a dot with
+# the group axis as its batch dimension. XLA's CPU backend runs that batched
+# dot (a YNNPACK fusion) on one thread, where the same GEMM on pre-transposed
+# data, (T, N) @ (N, G P), and a loop fusion both use every core: at K = 12,
+# G = 256, (32, 32, 3) queries, with buffers recycled, 5.6 ms of CPU and of
+# wall time for the batched dot against 6.6 ms of CPU in 3.5 ms of wall time
+# for the GEMM (docs/results/bench/encode_k12.md). Once the batch is large
+# enough for the threads to pay, the product with a matrix of at most 16
+# columns is therefore N broadcast multiply-adds on the flattened (*B, N, P)
+# values, summed in order (one loop fusion; 4.6 ms in order against 5.0 ms
+# pairwise at that size). Below that size the batched dot is as fast as the
+# GEMM or faster (all in cache, no threads to start), and it stays.
+_SHARED_MULTIPLY_ADD_MIN_ELEMENTS = 1 << 20
+
+
+def _use_shared_multiply_add(num_columns: int, batch_values_size: int) -> bool:
+  """Whether a vmapped product with one matrix for all groups takes the multiply-adds."""
+  return (0 < num_columns <= _MULTIPLY_ADD_MAX_COLUMNS
+          and batch_values_size >= _SHARED_MULTIPLY_ADD_MIN_ELEMENTS)
+
+
+def _shared_multiply_add(matrix: jax.Array, values: jax.Array, silence: bool) -> jax.Array:
+  """(T, N) matrix times (*B, N, P) values as N multiply-adds, in order -> (*B, T, P).
+
+  With ``silence``, rows of the values whose column is unused are never read.
+  """
+  used = _used_columns(matrix)  # (N,)
+  out = None
+  for n in range(matrix.shape[-1]):
+    row = values[..., n : n + 1, :]  # (*B, 1, P)
+    if silence:
+      row = jnp.where(used[n], row, jnp.zeros((), row.dtype))
+    term = matrix[:, n : n + 1] * row  # (*B, T, P)
+    out = term if out is None else out + term
+  return out
+
+
+def _guarded_shared_multiply_add(matrix: jax.Array, values: jax.Array) -> jax.Array:
+  """``_shared_multiply_add``, silencing only when some column is unused (``lax.cond``)."""
+  plain = functools.partial(_shared_multiply_add, silence=False)
+  masked = functools.partial(_shared_multiply_add, silence=True)
+  return jax.lax.cond(jnp.all(_used_columns(matrix)), plain, masked, matrix, values)
+
+
 _apply = _make_product(guard=True)
+# The dot for every size (bench/bench_interp.py's "GEMM route", and tests).
+_apply_dot = _make_product(guard=True, shared_multiply_add=False)
 # For the decoders' own sums of finite terms, at full float32 precision.
 _apply_unguarded = _make_product(guard=False, precision=jax.lax.Precision.HIGHEST)
 
@@ -235,7 +292,9 @@ def apply_matrix(matrix: ArrayLike, values: ArrayLike) -> jax.Array:
   A matrix of at most 16 columns acting on values whose trailing shape has an
   axis of size 1 (images (H, W, 1)) is applied as broadcast multiply-adds in
   one loop fusion instead, which XLA writes in place where the GEMM's result
-  would be copied (module notes; tests/test_interp_apply.py).
+  would be copied; so is one such matrix shared by a vmapped batch of at
+  least 2^20 values (encoding many groups), where XLA runs the loop on every
+  core and the batched dot on one (module notes; tests/test_interp_apply.py).
 
   Args:
     matrix: (T, N) matrix; a leading batch axis (B, T, N) is also accepted

@@ -135,7 +135,10 @@ class Scheme(abc.ABC):
   non-finite outputs, and map the array methods over the leaves, so every
   scheme shares one erasure rule and one pytree rule. A scheme whose decoding
   reads all outputs together (error location) sets ``joint_decoding``: its
-  leaves are decoded as one (N, P) array of their common dtype.
+  leaves are decoded as one (N, P) array of their common dtype. A scheme
+  whose master decoder also reads the group's queries (side information the
+  master holds anyway) sets ``decode_reads_queries`` and implements
+  ``_decode_with_queries``; :meth:`decode` then needs ``queries``.
 
   The remaining methods and properties describe what a scheme can do, with
   defaults that subclasses override: the harness, the service and the
@@ -144,6 +147,7 @@ class Scheme(abc.ABC):
 
   # Decode all leaves of a pytree as one array (codes that locate wrong outputs).
   joint_decoding = False
+  decode_reads_queries = False
 
   @property
   @abc.abstractmethod
@@ -237,7 +241,7 @@ class Scheme(abc.ABC):
   def _encode(self, queries: jax.Array) -> jax.Array:
     """(K, ...) one array of queries -> (N, ...) worker inputs."""
 
-  def decode(self, outputs: PyTree, mask: ArrayLike) -> Decoded:
+  def decode(self, outputs: PyTree, mask: ArrayLike, queries: PyTree | None = None) -> Decoded:
     """(N, ...) worker outputs and (N,) availability -> K decoded outputs.
 
     A worker whose output holds NaN or inf in any leaf is an erasure
@@ -247,25 +251,37 @@ class Scheme(abc.ABC):
     Args:
       outputs: an array with leading axis N, or a pytree of such arrays.
       mask: (N,) bool, True where the worker returned.
+      queries: the group's (K, ...) queries, for a scheme whose decoder reads
+        them (``decode_reads_queries``); ignored by the others.
 
     Returns:
       Decoded(values with the structure of ``outputs`` and leading axis K,
       (K,) answered flags).
+
+    Raises:
+      ValueError: for a scheme with ``decode_reads_queries``, no ``queries``.
     """
     outputs, mask = self._erase(outputs, mask)
+    if self.decode_reads_queries:
+      return self._decode_with_queries(outputs, mask, self._side_queries(queries))
     return self._decode_tree(outputs, mask)
 
-  def decode_and_locate(self, outputs: PyTree, mask: ArrayLike) -> tuple[Decoded, jax.Array]:
+  def decode_and_locate(
+      self, outputs: PyTree, mask: ArrayLike, queries: PyTree | None = None
+  ) -> tuple[Decoded, jax.Array]:
     """(Decoded, (N,) bool rejected): decoding that also reports the outputs it dropped.
 
     Non-finite rows are erased first, as in :meth:`decode` (an erasure is a
     straggler: a NaN worker may be a broken honest one, so it spends none of a
     Byzantine code's error budget), and count as rejected; schemes with
     ``locates_errors`` also find wrong finite outputs among the rest (over
-    all leaves of a pytree together).
+    all leaves of a pytree together). ``queries`` as in :meth:`decode`.
     """
     returned = self.check_mask(mask)
     outputs, mask = self._erase(outputs, returned)
+    if self.decode_reads_queries:
+      decoded = self._decode_with_queries(outputs, mask, self._side_queries(queries))
+      return decoded, returned & ~mask
     leaves, treedef = jax.tree.flatten(outputs)
     if len(leaves) == 1:
       decoded, rejected = self._decode_and_locate(leaves[0], mask)
@@ -276,6 +292,21 @@ class Scheme(abc.ABC):
       values = split(decoded.values)
     decoded = Decoded(treedef.unflatten(values), decoded.answered)
     return decoded, rejected | (returned & ~mask)  # erased rows are dropped outputs too
+
+  def _side_queries(self, queries: PyTree | None) -> PyTree:
+    if queries is None:
+      raise ValueError(
+          f"{type(self).__name__}: its decoder reads the group's queries (decode_reads_queries); "
+          "pass them: decode(outputs, mask, queries)."
+      )
+    self.check_queries(queries)
+    return queries
+
+  def _decode_with_queries(self, outputs: PyTree, mask: jax.Array, queries: PyTree) -> Decoded:
+    """Decodes finite outputs with the group's queries as side information."""
+    raise NotImplementedError(
+        f"{type(self).__name__} sets decode_reads_queries but has no _decode_with_queries."
+    )
 
   def _decode_tree(self, outputs: PyTree, mask: jax.Array) -> Decoded:
     """Decodes a pytree of finite outputs: leaf by leaf, or joined (``joint_decoding``)."""

@@ -6,7 +6,11 @@ workers K .. K+P-1 run f on learned parity images p_j = sum_k w_jk * g(x_k)
 (``coders.ParityEncoder``). The master answers query k with f(x_k) itself
 whenever worker k returned (exact, the base classifier's answer), and
 otherwise with a learned decoder (``coders.SystematicDecoder``) that reads
-every returned output, systematic and parity, with the mask.
+every returned output, systematic and parity, with the mask. Optionally
+(``sketch_features`` > 0) the decoder also reads a cheap learned sketch of
+the group's queries (``coders.QuerySketch``), which the master holds in
+either design: side information inside the master's budget, so the code's
+``decode`` needs the queries (``decode_reads_queries``).
 
 What it guarantees: with S stragglers, the K - (stragglers among the
 systematic workers) queries whose own worker returned are answered exactly as
@@ -32,6 +36,7 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from flax import nnx
 from jax.typing import ArrayLike
 
@@ -54,6 +59,8 @@ class LearnedSystematicCode(nnx.Module, base.Scheme):
     classifier: the deployed base classifier f, (B, H, W, C) -> (B, C);
       frozen (``learned.trainable`` excludes it).
     decoder: ``coders.SystematicDecoder`` over K + P_max worker slots.
+    sketch: ``coders.QuerySketch`` of the queries for the decoder, or None
+      (the decoder reads the worker outputs only).
     num_parities: P <= P_max parities deployed; N = K + P.
   """
 
@@ -65,6 +72,7 @@ class LearnedSystematicCode(nnx.Module, base.Scheme):
       classifier: nnx.Module,
       decoder: coders.SystematicDecoder,
       num_parities: int | None = None,
+      sketch: coders.QuerySketch | None = None,
   ):
     max_parities = encoder.num_parities
     num_parities = max_parities if num_parities is None else num_parities
@@ -84,9 +92,16 @@ class LearnedSystematicCode(nnx.Module, base.Scheme):
           f"LearnedSystematicCode: the decoder reads {decoder.num_slots} workers, the encoder "
           f"makes K + P = {k} + {max_parities}."
       )
+    side = 0 if sketch is None else sketch.features
+    if decoder.side_features != side:
+      raise ValueError(
+          f"LearnedSystematicCode: the decoder reads {decoder.side_features} sketch features, "
+          f"the sketch makes {side}."
+      )
     self.encoder = encoder
     self.classifier = classifier
     self.decoder = decoder
+    self.sketch = sketch
     self.num_parities = int(num_parities)
     self.worker_points = _WorkerIndex(jnp.arange(k + num_parities, dtype=jnp.float32))
 
@@ -101,9 +116,15 @@ class LearnedSystematicCode(nnx.Module, base.Scheme):
       *,
       encoder_features: int = 0,
       decoder_hidden: tuple[int, ...] = (256, 256),
+      sketch_features: int = 0,
+      sketch_pool: int = 2,
       rngs: nnx.Rngs,
   ) -> "LearnedSystematicCode":
-    """A code around ``classifier`` with P = ``num_parities`` parities (N = K + P)."""
+    """A code around ``classifier`` with P = ``num_parities`` parities (N = K + P).
+
+    ``sketch_features`` > 0 gives the decoder a learned sketch of the queries
+    of that width (mean-pooled by ``sketch_pool``); 0 (default): outputs only.
+    """
     base.check_group_sizes(num_queries, num_parities)
     if num_parities < 1:
       raise ValueError(f"LearnedSystematicCode: need at least one parity, got {num_parities}.")
@@ -112,9 +133,12 @@ class LearnedSystematicCode(nnx.Module, base.Scheme):
     )
     decoder = coders.SystematicDecoder(
         num_queries, num_queries + num_parities, num_classes, hidden=tuple(decoder_hidden),
-        rngs=rngs,
+        side_features=sketch_features, rngs=rngs,
     )
-    return cls(encoder, classifier, decoder)
+    sketch = None
+    if sketch_features:
+      sketch = coders.QuerySketch(input_shape, sketch_features, pool=sketch_pool, rngs=rngs)
+    return cls(encoder, classifier, decoder, sketch=sketch)
 
   # -- sizes ------------------------------------------------------------------------
 
@@ -136,7 +160,14 @@ class LearnedSystematicCode(nnx.Module, base.Scheme):
 
   def with_num_parities(self, num_parities: int) -> "LearnedSystematicCode":
     """The same trained code deployed with its first ``num_parities`` parities."""
-    return LearnedSystematicCode(self.encoder, self.classifier, self.decoder, num_parities)
+    return LearnedSystematicCode(
+        self.encoder, self.classifier, self.decoder, num_parities, sketch=self.sketch
+    )
+
+  @property
+  def decode_reads_queries(self) -> bool:
+    """True when the decoder reads a sketch of the queries: ``decode`` then needs them."""
+    return self.sketch is not None
 
   # -- encoding and workers -----------------------------------------------------------
 
@@ -185,13 +216,30 @@ class LearnedSystematicCode(nnx.Module, base.Scheme):
     Query k gets worker k's own output where it returned, the decoder's
     estimate otherwise; nothing is answered when no worker returned.
     """
+    return self._systematic_decode(outputs, mask, None)
+
+  def _decode_with_queries(self, outputs: ArrayLike, mask: ArrayLike, queries) -> base.Decoded:
+    """As ``_decode``, the decoder also reading the sketch of the (K, ...) queries.
+
+    Answers every query, even when no worker returned (from the sketch).
+    """
+    if not isinstance(outputs, jax.Array | np.ndarray):
+      raise ValueError(
+          "LearnedSystematicCode: worker outputs must be one (N, C) array of logits, "
+          f"got {type(outputs).__name__}."
+      )
+    return self._systematic_decode(outputs, mask, self.sketch(jnp.asarray(queries)))
+
+  def _systematic_decode(self, outputs, mask, sketches) -> base.Decoded:
     mask = self.check_mask(mask)
     outputs = jnp.asarray(outputs)
     k, missing = self.num_queries, self.max_parities - self.num_parities
     slots = jnp.pad(jnp.where(mask[:, None], outputs, 0), ((0, missing), (0, 0)))
     slot_mask = jnp.pad(mask, (0, missing))
-    estimate = self.decoder(slots, slot_mask).astype(outputs.dtype)
+    estimate = self.decoder(slots, slot_mask, sketches).astype(outputs.dtype)
     values = jnp.where(mask[:k, None], outputs[:k], estimate)
+    if sketches is not None:
+      return base.Decoded(values, jnp.ones((k,), bool))
     any_returned = jnp.any(mask)
     values = jnp.where(any_returned, values, jnp.zeros((), values.dtype))
     return base.Decoded(values, jnp.full((k,), any_returned))

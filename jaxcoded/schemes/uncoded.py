@@ -14,12 +14,18 @@ Unanswered queries are treated in one of two ways, chosen at ``create``:
 - a fallback vector (e.g. ``majority_class_logits``: one-hot logits on the
   prior's majority class): their values are that vector. ``answered`` stays
   False (the workers did not answer them); an evaluation that credits the
-  fallback scores ``values`` for every query when ``scheme.has_fallback``.
+  fallback scores ``values`` for every query when ``scheme.has_fallback``;
+- a fallback model ``fn(params, x)`` that the master runs on a straggler's
+  query itself (a classifier much cheaper than f, inside the master's
+  budget): the master holds the queries, so the decoder reads them
+  (``decode_reads_queries``); ``answered`` as for a fallback vector.
 """
 
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -71,10 +77,16 @@ class Uncoded(base.Scheme):
     fallback: None, or the value (shape of one worker output, e.g. (C,)
       logits) given to unanswered queries.
     group_size: K (static).
+    fallback_params: parameters of ``fallback_fn`` (None without one).
+    fallback_fn: None, or ``fn(params, x)`` run by the master on an
+      unanswered query x (static).
   """
 
   fallback: jax.Array | None
   group_size: int = dataclasses.field(metadata=dict(static=True))
+  fallback_params: Any = None
+  fallback_fn: Callable[[Any, Any], Any] | None = dataclasses.field(
+      default=None, metadata=dict(static=True))
 
   @staticmethod
   def sizes_for(num_queries: int, num_stragglers: int = 0) -> base.SchemeSizes:
@@ -89,7 +101,10 @@ class Uncoded(base.Scheme):
     return base.SchemeSizes(num_queries, num_queries, num_queries)
 
   @classmethod
-  def create(cls, num_queries: int, *, fallback: ArrayLike | None = None) -> "Uncoded":
+  def create(
+      cls, num_queries: int, *, fallback: ArrayLike | None = None,
+      fallback_model: tuple[Callable[[Any, Any], Any], Any] | None = None,
+  ) -> "Uncoded":
     """Uncoded serving of K queries.
 
     Args:
@@ -97,8 +112,18 @@ class Uncoded(base.Scheme):
       fallback: optional value for unanswered queries, with the shape of one
         worker output (e.g. ``majority_class_logits(train_labels, C)``), or a
         pytree of such values for pytree outputs.
+      fallback_model: optional ``(fn, params)`` (a ``workers.WorkerTask``
+        fits): the master answers an unanswered query x with ``fn(params, x)``,
+        which must have the shape of one worker output. Not with ``fallback``.
     """
     cls.sizes_for(num_queries)
+    if fallback_model is not None:
+      if fallback is not None:
+        raise ValueError("Uncoded: give a fallback value or a fallback model, not both.")
+      fn, params = fallback_model[0], fallback_model[1]
+      if not callable(fn):
+        raise ValueError(f"Uncoded: fallback_model must be (fn, params), got fn = {fn!r}.")
+      return cls(fallback=None, group_size=num_queries, fallback_params=params, fallback_fn=fn)
     if fallback is not None:
       fallback = jax.tree.map(jnp.asarray, fallback)
       for leaf in jax.tree.leaves(fallback):
@@ -114,8 +139,30 @@ class Uncoded(base.Scheme):
 
   @property
   def has_fallback(self) -> bool:
-    """True when unanswered queries get the fallback value instead of zeros."""
-    return self.fallback is not None
+    """True when unanswered queries get a fallback (value or model) instead of zeros."""
+    return self.fallback is not None or self.fallback_fn is not None
+
+  @property
+  def decode_reads_queries(self) -> bool:
+    """True with a fallback model: the master runs it on the stragglers' queries."""
+    return self.fallback_fn is not None
+
+  def _decode_with_queries(self, outputs, mask: jax.Array, queries) -> base.Decoded:
+    """Worker n's output where it returned, else the fallback model on query n (leaf by leaf)."""
+    guesses = jax.vmap(lambda x: self.fallback_fn(self.fallback_params, x))(queries)
+    out_leaves, treedef = jax.tree.flatten(outputs)
+    guess_leaves = jax.tree.leaves(guesses)
+    shapes = [leaf.shape[1:] for leaf in out_leaves]
+    if len(guess_leaves) != len(out_leaves) or [g.shape[1:] for g in guess_leaves] != shapes:
+      raise ValueError(
+          f"Uncoded: the fallback model gives outputs of shapes {[g.shape[1:] for g in guess_leaves]}, "
+          f"the workers {shapes}."
+      )
+    values = []
+    for leaf, guess in zip(out_leaves, guess_leaves):
+      row_mask = mask.reshape(mask.shape + (1,) * (leaf.ndim - 1))
+      values.append(jnp.where(row_mask, leaf, guess.astype(leaf.dtype)))
+    return base.Decoded(treedef.unflatten(values), mask)
 
   def _encode(self, queries: jax.Array) -> jax.Array:
     """(K, ...) queries -> the same (N = K, ...) array: worker n gets query n."""

@@ -56,6 +56,7 @@ from __future__ import annotations
 import collections
 import concurrent.futures
 import contextlib
+import functools
 import itertools
 import logging
 import queue
@@ -293,7 +294,8 @@ class CodedService:
     try:
       encode = jax.jit(deployment.encode)
       decode = jax.jit(deployment.decode)
-      coded = np.asarray(encode(np.zeros((deployment.num_queries,) + input_shape, dtype)))
+      blank = np.zeros((deployment.num_queries,) + input_shape, dtype)
+      coded = np.asarray(encode(blank))
       options = actors_lib.actor_options(worker_options)
       if check_resources:
         actors_lib.check_resources(options, n, "coded workers")
@@ -303,7 +305,7 @@ class CodedService:
         workers.append(remote.remote(i, sources[i], latencies[i], coded[i], enable_x64))
       probes = _wait_ready(workers, options, ready_timeout_s)
       outputs = np.stack([output for output, _ in probes])
-      decode(outputs, np.ones((n,), bool))  # Compiles the decoder before the first group.
+      decode(outputs, np.ones((n,), bool), blank)  # Compiles the decoder before the first group.
     except BaseException:
       actors_lib.kill_and_wait(workers, stop_timeout_s)
       if owns_ray:
@@ -559,7 +561,8 @@ class CodedService:
     answers = collection.GroupAnswers(group, self.num_workers)
     try:
       mask, status = collection.collect(
-          group, answers, decode=self._decode_outputs, release=self._release,
+          group, answers, decode=functools.partial(self._decode_outputs, queries=group.padded),
+          release=self._release,
           output_example=self._output_example, min_returns=self.min_returns,
           timeout_s=self.timeout_s, counters=self._counters, stopped=lambda: self._stopped,
           profile=self.profile,
@@ -631,9 +634,11 @@ class CodedService:
                                      query.attempts + 1))
     return True
 
-  def _decode_outputs(self, outputs: np.ndarray, mask: np.ndarray) -> collection.Decoded:
+  def _decode_outputs(
+      self, outputs: np.ndarray, mask: np.ndarray, queries: np.ndarray
+  ) -> collection.Decoded:
     started = time.perf_counter()
-    decoded = self._decode(outputs, mask)
+    decoded = self._decode(outputs, mask, queries)  # queries: for decoders that read them
     result = collection.Decoded(np.asarray(decoded.values), np.asarray(decoded.answered))
     self.profile.add("decode_s", time.perf_counter() - started)
     return result

@@ -128,6 +128,8 @@ def _systematic(config, input_shape, num_classes, classifier, rngs):
       classifier, config.num_queries, config.num_stragglers, input_shape, num_classes,
       encoder_features=config.encoder_features,
       decoder_hidden=tuple(config.get("decoder_hidden", (256, 256))),
+      sketch_features=config.get("sketch_features", 0),
+      sketch_pool=config.get("sketch_pool", 2),
       rngs=rngs,
   )
 
