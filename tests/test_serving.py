@@ -551,3 +551,25 @@ def test_a_worker_built_from_a_checkpoint_computes_the_task(ray_instance, classi
   assert late is None and worker.info()["skipped"] == 1 and worker.info()["calls"] == 3
   with pytest.raises(TypeError, match="WorkerTask"):
     serving.CodedWorker(0, lambda: "not a task", serving.WorkerLatency(), images[0], True)
+
+
+def test_a_decoder_that_reads_the_queries_gets_them_from_the_master(ray_instance, classifier):
+  """The learned systematic code with a query sketch: the service hands its decoder the group."""
+  from jaxcoded.schemes import systematic
+
+  model, _ = training.load_model(classifier.workdir)
+  code = systematic.LearnedSystematicCode.create(
+      model, 2, 1, INPUT_SHAPE, 10, decoder_hidden=(8,), sketch_features=3, rngs=nnx.Rngs(0))
+  served = deployment.Deployment.learned("sketch", code, query_range=data.query_spec("digits"))
+  latency = serving.latency_profile(3, slow_workers=(0,), slow_extra_s=SLOW_S)
+  service = serving.CodedService.start(served, input_shape=INPUT_SHAPE, latency=latency,
+                                       max_wait_s=0.02, timeout_s=2.0)
+  try:
+    queries = classifier.images[:2]
+    answers = [f.result(timeout=60) for f in service.submit(queries)]
+    for slot, answer in enumerate(answers):
+      assert not answer.mask[0]  # worker 0 is late: query 0 comes from the decoder
+      expected = served(queries, answer.mask)
+      np.testing.assert_allclose(answer.logits, expected.values[slot], rtol=1e-5, atol=1e-5)
+  finally:
+    service.shutdown()
