@@ -18,6 +18,7 @@ from flax import nnx
 from jaxcoded import interp, schemes
 from jaxcoded.interp import apply as interp_apply
 from jaxcoded.schemes import learned
+from tests.test_interp_apply import _moves_of_data
 
 GROUPS = 32
 
@@ -62,20 +63,6 @@ def test_encode_is_one_gemm_without_transposes(shape):
   _check_gemm_layout(_hlo(jax.vmap(code.encode), queries), queries.size)
 
 
-def _data_copies(hlo: str, min_elements: int) -> list[str]:
-  """Copies (and fusions named for copies or transposes) of arrays of >= min_elements entries."""
-  found = []
-  for line in hlo.splitlines():
-    match = re.search(r"%([\w.\-]+) = f(?:32|64)\[([\d,]*)\]\{[\d,]*\} (\w+)\(", line)
-    if not match:
-      continue
-    name, dims, opcode = match.groups()
-    moves = opcode == "copy" or (opcode == "fusion" and re.search(r"copy|transpose", name))
-    if moves and np.prod([int(d) for d in dims.split(",") if d]) >= min_elements:
-      found.append(line.strip())
-  return found
-
-
 def _encode_hlo(groups: int, k: int, shape: tuple[int, ...], gemm_route: bool = False) -> str:
   code = schemes.BerrutCode.create(k, k // 4, dtype=jnp.float32)
   queries = jax.ShapeDtypeStruct((groups, k, *shape), jnp.float32)  # lowered, never allocated
@@ -99,7 +86,7 @@ def test_large_encode_is_one_loop_without_transposes(k, shape):
   hlo = _encode_hlo(groups, k, shape)
   elements = groups * k * size
   assert not _data_transposes(hlo, elements // 4), _data_transposes(hlo, elements // 4)
-  assert not _data_copies(hlo, elements // 4), _data_copies(hlo, elements // 4)
+  assert not _moves_of_data(hlo, elements // 4), _moves_of_data(hlo, elements // 4)
   assert not _dots(hlo), _dots(hlo)
   writers = [l for l in hlo.splitlines()
              if re.search(rf"= f32\[{groups},{n},{size}\]\{{[\d,]*\}} fusion\(.*kind=kLoop", l)]

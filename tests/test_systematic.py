@@ -42,8 +42,11 @@ def _gelu(x):  # tanh approximation, as jax.nn.gelu's default
   return 0.5 * x * (1 + np.tanh(np.sqrt(2 / np.pi) * (x + 0.044715 * x**3)))
 
 
-def numpy_decode(code, queries, mask):
-  """float64 reference: f on x_k and on p_j = sum_k w_jk x_k + c_j, then the MLP decoder."""
+def numpy_hidden(code, queries, mask):
+  """float64 reference up to the decoder's last hidden layer: (worker outputs, hidden vector).
+
+  f on x_k and on p_j = sum_k w_jk x_k + c_j, the returned ones in their slots, then the MLP.
+  """
   k, p, p_max = code.num_queries, code.num_parities, code.max_parities
   weights = np.asarray(code.encoder.weights[...])[:p]
   bias = np.asarray(code.encoder.bias[...])[:p]
@@ -57,6 +60,13 @@ def numpy_decode(code, queries, mask):
   z = np.concatenate([slots.reshape(-1), slot_mask])
   for layer in code.decoder.layers:
     z = _gelu(z @ np.asarray(layer.kernel[...]) + np.asarray(layer.bias[...]))
+  return outputs, z
+
+
+def numpy_decode(code, queries, mask):
+  """float64 reference: f on x_k and on the parities, then the MLP decoder."""
+  k = code.num_queries
+  outputs, z = numpy_hidden(code, queries, mask)
   estimate = (z @ np.asarray(code.decoder.out.kernel[...]) + np.asarray(code.decoder.out.bias[...]))
   estimate = estimate.reshape(k, -1)
   return np.where(mask[:k, None], outputs[:k], estimate), outputs

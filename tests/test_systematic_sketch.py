@@ -10,7 +10,7 @@ from configs import coder_digits
 from jaxcoded import coders, deployment, load, models, training
 from jaxcoded.comparison import metrics
 from jaxcoded.schemes import systematic
-from tests.test_systematic import F_ATOL, F_RTOL, _gelu, cast
+from tests.test_systematic import F_ATOL, F_RTOL, _gelu, cast, numpy_hidden
 
 
 def sketch_code(rng, num_queries=4, num_parities=3, dtype=jnp.float64, pool=2):
@@ -27,20 +27,9 @@ def sketch_code(rng, num_queries=4, num_parities=3, dtype=jnp.float64, pool=2):
 
 def numpy_decode(code, queries, mask):
   """float64 reference: f on queries and parities, the MLP, then the per-query head on the sketch."""
-  k, p, p_max = code.num_queries, code.num_parities, code.max_parities
-  weights = np.asarray(code.encoder.weights[...])[:p]
-  bias = np.asarray(code.encoder.bias[...])[:p]
-  parities = np.einsum("pkhwc,khwc->phwc", weights, queries) + bias
-  inputs = np.concatenate([queries, parities])
-  outputs = np.stack([np.asarray(code.classifier(jnp.asarray(x[None])))[0] for x in inputs])
-  slots = np.zeros((k + p_max, outputs.shape[1]))
-  slot_mask = np.zeros(k + p_max)
-  slots[: k + p][mask] = outputs[mask]
-  slot_mask[: k + p] = mask
-  z = np.concatenate([slots.reshape(-1), slot_mask])
+  k = code.num_queries
+  outputs, z = numpy_hidden(code, queries, mask)
   decoder = code.decoder
-  for layer in decoder.layers:
-    z = _gelu(z @ np.asarray(layer.kernel[...]) + np.asarray(layer.bias[...]))
   messages = (z @ np.asarray(decoder.out.kernel[...]) + np.asarray(decoder.out.bias[...])).reshape(k, -1)
   pool = code.sketch.pool
   h, w = queries.shape[1] // pool, queries.shape[2] // pool
@@ -143,3 +132,12 @@ def test_a_digits_run_trains_it_inside_the_master_budget(tmp_path):
   code, _ = training.coder.load(str(tmp_path))
   assert code.decode_reads_queries and code.sketch.features == 4
   assert result["master_fraction"]["A"] <= config.master_budget
+
+
+def test_designs_a_and_b_agree(rng):
+  code = sketch_code(rng)
+  queries = jnp.asarray(rng.uniform(-1, 1, size=(4, 8, 8, 1)))
+  mask = jnp.asarray([True, False, True, False, False, True, True])
+  a = deployment.Deployment.learned("a", code, query_range=None)(queries, mask)
+  b = deployment.Deployment.learned("b", code, design="B", query_range=None)(queries, mask)
+  np.testing.assert_allclose(b.values, a.values, rtol=1e-12, atol=1e-12)
