@@ -29,12 +29,15 @@ Fields:
     same N).
   masks.deadline: latency-driven masks (shifted exponential, fixed deadline);
     num_masks = 0 turns them off.
-  schemes: name -> entry with ``kind`` (harness.KINDS) and its options:
-    uncoded (fallback), replication (copies: fixed, else S + 1), lcc
-    (degree), berrut, spline (encoder_smoothing and decoder_smoothing, or
-    smoothing = "fit" with fit_masks), byzantine_berrut (num_adversaries, search), parm
-    (config, workdir), learned (config, workdir); any entry may set
-    ``adversary`` (random | sign_flip | plausible) with num_adversaries.
+  schemes: name -> entry with ``kind`` (``comparison.builders.kinds()``) and
+    its options: uncoded (fallback), uncoded_model_fallback (config of the
+    master's fallback classifier, workdir), replication (copies: fixed, else
+    S + 1), lcc (degree), berrut, spline (encoder_smoothing and
+    decoder_smoothing, or smoothing = "fit" with fit_masks), byzantine_berrut
+    (num_adversaries, search), parm (config, workdir), learned and
+    learned_systematic (config, workdir, deploy_at: trained | k_plus_s |
+    r_plus_s); budgeted entries set worker_budget and master_budget; any entry
+    may set ``adversary`` (random | sign_flip | plausible) with num_adversaries.
   held_out_images: how many of the last training images the fitted settings
     (the spline's smoothings) see; default min(4000, a quarter of the split).
   mesh_devices: > 1 runs the worker pass with shard_map over that many devices.
