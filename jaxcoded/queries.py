@@ -157,15 +157,8 @@ def _check_values(leaves: list[ArrayLike], spec: QuerySpec, name: str) -> None:
   per_query = np.concatenate(
       [np.asarray(leaf, np.float64).reshape(np.shape(leaf)[0], -1) for leaf in leaves], axis=1
   )
-  finite = np.isfinite(per_query).all(axis=1)
-  if not finite.all():
-    bad = np.flatnonzero(~finite)
-    listed = ", ".join(map(str, bad[:10])) + (", ..." if bad.size > 10 else "")
-    raise ValueError(
-        f"{name}: NaN or inf in {bad.size} of {len(per_query)} queries (index {listed}); every "
-        "value must be finite: in a coded group one such query would spoil the answers of all "
-        "the others. Drop or repair those queries."
-    )
+  validation.check_finite_rows(np.isfinite(per_query).all(axis=1), name, ("query", "queries"),
+                               "all the others")
   low = -np.inf if spec.low is None else spec.low
   high = np.inf if spec.high is None else spec.high
   bad = np.flatnonzero((per_query.min(axis=1) < low) | (per_query.max(axis=1) > high))

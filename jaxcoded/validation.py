@@ -44,6 +44,7 @@ from jax.typing import ArrayLike
 __all__ = [
     "as_mask",
     "as_points",
+    "check_finite_rows",
     "check_float_dtype",
     "check_images",
     "check_integer",
@@ -126,14 +127,27 @@ def check_images(
   if isinstance(images, jax.core.Tracer):
     return  # Under jit: values unknown; the static checks above still ran.
   finite = np.isfinite(np.asarray(images)).reshape(shape[0], -1).all(axis=1)
-  if not finite.all():
-    bad = np.flatnonzero(~finite)
-    listed = ", ".join(map(str, bad[:10])) + (", ..." if bad.size > 10 else "")
-    raise ValueError(
-        f"{name}: NaN or inf in {bad.size} of {shape[0]} images (index {listed}); every value "
-        "must be finite: in a coded group one such image would spoil the answers of all K "
-        "queries. Drop or repair those images."
-    )
+  check_finite_rows(finite, name, ("image", "images"), "all K queries")
+
+
+def check_finite_rows(
+    finite: np.ndarray, name: str, noun: tuple[str, str], spoiled: str
+) -> None:
+  """Raises ValueError naming the rows whose (B,) ``finite`` flag is False.
+
+  ``noun`` is (singular, plural) of what a row is; ``spoiled`` says whose
+  answers one bad row would spoil in a coded group.
+  """
+  if finite.all():
+    return
+  bad = np.flatnonzero(~finite)
+  listed = ", ".join(map(str, bad[:10])) + (", ..." if bad.size > 10 else "")
+  one, many = noun
+  raise ValueError(
+      f"{name}: NaN or inf in {bad.size} of {len(finite)} {many} (index {listed}); every value "
+      f"must be finite: in a coded group one such {one} would spoil the answers of {spoiled}. "
+      f"Drop or repair those {many}."
+  )
 
 
 # ---------------------------------------------------------------------------

@@ -141,3 +141,17 @@ def test_designs_a_and_b_agree(rng):
   a = deployment.Deployment.learned("a", code, query_range=None)(queries, mask)
   b = deployment.Deployment.learned("b", code, design="B", query_range=None)(queries, mask)
   np.testing.assert_allclose(b.values, a.values, rtol=1e-12, atol=1e-12)
+
+
+def test_sketch_flops_agree_with_a_hand_count():
+  # Counted from shapes: per query, the pooling's adds (one per pixel), the (P, F) map as
+  # multiply-adds (2 P F) and bias + GELU (about 2 F); the control's head adds 2 (F H + H C).
+  k, shape, features, hidden = 8, (28, 28, 1), 32, 64
+  pooled = 14 * 14
+  sketch = coders.QuerySketch(shape, features, pool=2, rngs=nnx.Rngs(0))
+  hand = k * (28 * 28 + 2 * pooled * features + 2 * features)
+  counted = load.xla_flops(sketch, jax.ShapeDtypeStruct((k, *shape), jnp.float32))
+  assert counted == pytest.approx(hand, rel=0.05)
+  control = models.create("sketch_mlp", rngs=nnx.Rngs(0))
+  hand_control = hand / k + 2 * (features * hidden + hidden * 10) + 2 * (hidden + 10)
+  assert models.flops_per_example(control, shape) == pytest.approx(hand_control, rel=0.05)

@@ -305,7 +305,8 @@ class CodedService:
         workers.append(remote.remote(i, sources[i], latencies[i], coded[i], enable_x64))
       probes = _wait_ready(workers, options, ready_timeout_s)
       outputs = np.stack([output for output, _ in probes])
-      decode(outputs, np.ones((n,), bool), blank)  # Compiles the decoder before the first group.
+      # Compiles the decoder before the first group (with the group only where it reads it).
+      decode(outputs, np.ones((n,), bool), blank if deployment.scheme.decode_reads_queries else None)
     except BaseException:
       actors_lib.kill_and_wait(workers, stop_timeout_s)
       if owns_ray:
@@ -561,7 +562,8 @@ class CodedService:
     answers = collection.GroupAnswers(group, self.num_workers)
     try:
       mask, status = collection.collect(
-          group, answers, decode=functools.partial(self._decode_outputs, queries=group.padded),
+          group, answers, decode=functools.partial(self._decode_outputs, queries=(
+              group.padded if self.deployment.scheme.decode_reads_queries else None)),
           release=self._release,
           output_example=self._output_example, min_returns=self.min_returns,
           timeout_s=self.timeout_s, counters=self._counters, stopped=lambda: self._stopped,
@@ -635,10 +637,10 @@ class CodedService:
     return True
 
   def _decode_outputs(
-      self, outputs: np.ndarray, mask: np.ndarray, queries: np.ndarray
+      self, outputs: np.ndarray, mask: np.ndarray, queries: np.ndarray | None
   ) -> collection.Decoded:
     started = time.perf_counter()
-    decoded = self._decode(outputs, mask, queries)  # queries: for decoders that read them
+    decoded = self._decode(outputs, mask, queries)  # queries: only for decoders that read them
     result = collection.Decoded(np.asarray(decoded.values), np.asarray(decoded.answered))
     self.profile.add("decode_s", time.perf_counter() - started)
     return result
